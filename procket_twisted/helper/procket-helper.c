@@ -1,0 +1,939 @@
+/*
+ * procket-helper: opens sockets that need privilege for an unprivileged caller and passes them
+ * back over the AF_UNIX socket that is its standard input (SCM_RIGHTS).
+ *
+ * It is installed setuid root, or with file capabilities, or run through sudo. It never execs
+ * anything, never reads a path or a setting from its caller's environment, and lives for one request.
+ *
+ * Order of the steps (every call is checked; the first failure sends one error message and exits):
+ *   0. argc >= 1, or exit at once (an empty argv would make argv[1] the environment).
+ *   1. setup: reset the signal mask and every signal disposition, start a watchdog alarm; fds 0-2
+ *      must be open and fd 0 an AF_UNIX stream or seqpacket socket; close every other fd; no core
+ *      dumps (PR_SET_DUMPABLE 0, RLIMIT_CORE 0); PR_SET_NO_NEW_PRIVS; chdir("/").
+ *   2. caller: real uid and gid (SUDO_UID and SUDO_GID only when the real uid is 0), supplementary
+ *      groups from getgroups(); then the environment is cleared.
+ *   3. parse: argv is "v1 SPEC...", one SPEC per socket, each parsed strictly (allowlisted keys
+ *      and names, decimal numbers without sign or leading zeros, numeric addresses, bounded lengths).
+ *   4. privilege: the permitted capability set holds every capability the request needs.
+ *   5. policy: the helper's own path and its policy file (PATH-OF-HELPER-DIR/policy) are reached
+ *      without following symlinks through directories owned by root that group and others cannot
+ *      write (sticky directories excepted); the file must be a root-owned regular file that group
+ *      and others cannot write. No file: the built-in default (TCP and UDP only). A bad file: nothing.
+ *      Every socket must be allowed before any is created. No NSS: ids in the policy are numeric.
+ *   6. become the caller, keeping only the capabilities the sockets need: PR_SET_KEEPCAPS,
+ *      setgroups(0), setresgid, setresuid, then capset to exactly that set (rule 7: the sockets
+ *      are created by the caller's uid, so SO_REUSEPORT groups never span users).
+ *   7. for each socket: socket, setsockopt, bind, listen (streams).
+ *   8. drop: clear every capability and PR_SET_KEEPCAPS; verify getresuid, getresgid, no groups,
+ *      no capabilities, and that setuid(0) and setgid(0) fail.
+ *   9. send: one message "ok N\n" carrying all N fds in request order; exit 0.
+ *
+ * An error is one message on fd 0, "error INDEX STEP ERRNO TEXT\n" (INDEX is the 1-based socket, or
+ * 0), and the exit status is the step's number (setup 1, parse 2, privilege 3, policy 4, socket 5,
+ * setsockopt 6, bind 7, listen 8, drop 9, send 10). No fd is ever sent with an error.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define PROTOCOL_VERSION "v1"
+#define MAX_SOCKETS 253          /* SCM_MAX_FD: what one message can carry */
+#define MAX_SPEC_LEN 255
+#define MAX_POLICY_BYTES 65536
+#define MAX_POLICY_LINE 512
+#define MAX_RULES 256
+#define MAX_VALUES 16            /* values in one policy list, e.g. port=80,443,8000-8080 */
+#define MAX_GROUPS 256           /* supplementary groups considered for group= rules */
+#define WATCHDOG_SECONDS 10
+#define DEFAULT_BACKLOG 128
+#ifndef PROCKET_POLICY_PATH      /* a packager may fix an absolute path at build time */
+#define PROCKET_POLICY_NAME "policy"
+#endif
+
+enum step {
+    STEP_SETUP = 1, STEP_PARSE, STEP_PRIVILEGE, STEP_POLICY, STEP_SOCKET,
+    STEP_SETSOCKOPT, STEP_BIND, STEP_LISTEN, STEP_DROP, STEP_SEND
+};
+static const char *const step_names[] = {
+    [STEP_SETUP] = "setup", [STEP_PARSE] = "parse", [STEP_PRIVILEGE] = "privilege",
+    [STEP_POLICY] = "policy", [STEP_SOCKET] = "socket", [STEP_SETSOCKOPT] = "setsockopt",
+    [STEP_BIND] = "bind", [STEP_LISTEN] = "listen", [STEP_DROP] = "drop", [STEP_SEND] = "send",
+};
+
+/* Kinds and families are bits so that a policy rule can hold a set of them. */
+enum { KIND_TCP = 1u << 0, KIND_UDP = 1u << 1 };
+static const struct name_bit { const char *name; unsigned bit; } kind_names[] = {
+    {"tcp", KIND_TCP}, {"udp", KIND_UDP},
+};
+enum { FAMILY_INET = 1u << 0, FAMILY_INET6 = 1u << 1 };
+static const struct name_bit family_names[] = {
+    {"inet", FAMILY_INET}, {"inet6", FAMILY_INET6},
+};
+
+struct address {
+    unsigned family;                  /* FAMILY_INET or FAMILY_INET6 */
+    unsigned char bytes[16];          /* network order; 4 used for inet */
+};
+
+struct socket_request {
+    unsigned kind;
+    struct address address;
+    uint32_t port;
+    uint32_t backlog;
+    int v6only;                       /* -1: leave the system default */
+};
+
+struct request {
+    unsigned count;
+    struct socket_request sockets[MAX_SOCKETS];
+};
+
+struct port_range { uint32_t low, high; };
+struct prefix { struct address address; unsigned bits; };
+
+struct rule {
+    bool allow;
+    unsigned line;
+    unsigned kinds, families;         /* 0: any */
+    unsigned n_users, n_groups, n_ports, n_addresses;   /* 0: any */
+    uint32_t users[MAX_VALUES];
+    uint32_t groups[MAX_VALUES];
+    struct port_range ports[MAX_VALUES];
+    struct prefix addresses[MAX_VALUES];
+};
+
+struct policy {
+    unsigned count;
+    struct rule rules[MAX_RULES];
+};
+
+struct caller {
+    uid_t uid;
+    gid_t gid;
+    int n_groups;
+    gid_t groups[MAX_GROUPS];
+};
+
+typedef char reason[160];             /* why a parse or check failed, for the error message */
+
+#define COUNT(array) (sizeof(array) / sizeof((array)[0]))
+
+static bool channel_ready;            /* fd 0 checked: errors go there, else to fd 2 */
+static bool caller_set_no_new_privs;  /* read before setup() sets it for ourselves */
+
+static void say(reason why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(reason why, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(why, sizeof(reason), fmt, ap);
+    va_end(ap);
+}
+
+static _Noreturn void fail(unsigned index, enum step step, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static _Noreturn void fail(unsigned index, enum step step, int err, const char *fmt, ...)
+{
+    char message[512];
+    int head = snprintf(message, sizeof message, "error %u %s %d ", index, step_names[step], err);
+    if (head < 0)
+        _exit(step);
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(message + head, sizeof message - (size_t)head - 1, fmt, ap);
+    va_end(ap);
+    size_t length = strlen(message);
+    for (size_t i = (size_t)head; i < length; i++)     /* one line, printable */
+        if (message[i] < 0x20 || message[i] > 0x7e)
+            message[i] = '?';
+    message[length++] = '\n';
+    ssize_t ignored = channel_ready ? send(0, message, length, MSG_NOSIGNAL)
+                                    : write(2, message, length);
+    (void)ignored;                    /* nothing more can be done: the exit status still tells */
+    _exit(step);
+}
+
+/* ---- strict parsing, shared by the request and the policy ---------------------------------- */
+
+/* Decimal, no sign, no leading zero, at most MAX. */
+static bool parse_number(const char *text, uint32_t max, uint32_t *out)
+{
+    size_t length = strlen(text);
+    if (length == 0 || length > 10 || (length > 1 && text[0] == '0'))
+        return false;
+    uint64_t value = 0;
+    for (size_t i = 0; i < length; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return false;
+        value = value * 10 + (uint64_t)(text[i] - '0');
+    }
+    if (value > max)
+        return false;
+    *out = (uint32_t)value;
+    return true;
+}
+
+static bool parse_name(const char *text, const struct name_bit *names, size_t n, unsigned *out)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(text, names[i].name) == 0) {
+            *out = names[i].bit;
+            return true;
+        }
+    return false;
+}
+
+/* A numeric address; FAMILY 0 means "either, by its form". */
+static bool parse_address(const char *text, unsigned family, struct address *out)
+{
+    if (strlen(text) > INET6_ADDRSTRLEN)
+        return false;
+    memset(out, 0, sizeof *out);
+    if (family != FAMILY_INET6 && inet_pton(AF_INET, text, out->bytes) == 1) {
+        out->family = FAMILY_INET;
+        return true;
+    }
+    if (family != FAMILY_INET && inet_pton(AF_INET6, text, out->bytes) == 1) {
+        out->family = FAMILY_INET6;
+        return true;
+    }
+    return false;
+}
+
+/* Splits "key=value" in place. */
+static bool split_pair(char *item, char **key, char **value)
+{
+    char *equals = strchr(item, '=');
+    if (equals == NULL || equals == item || equals[1] == '\0')
+        return false;
+    *equals = '\0';
+    *key = item;
+    *value = equals + 1;
+    return true;
+}
+
+/* ---- the request ---------------------------------------------------------------------------- */
+
+/* One socket: "kind=tcp,family=inet6,addr=::1,port=80,backlog=50,v6only=1". */
+static bool parse_spec(const char *spec, struct socket_request *out, reason why)
+{
+    char copy[MAX_SPEC_LEN + 1];
+    if (strlen(spec) > MAX_SPEC_LEN) {
+        say(why, "longer than %d bytes", MAX_SPEC_LEN);
+        return false;
+    }
+    strcpy(copy, spec);
+    const char *address = NULL;
+    unsigned family = 0, seen = 0;
+    bool have_port = false, have_backlog = false;
+    memset(out, 0, sizeof *out);
+    out->v6only = -1;
+    out->backlog = DEFAULT_BACKLOG;
+    char *cursor = copy;
+    for (char *item = strsep(&cursor, ","); item != NULL; item = strsep(&cursor, ",")) {
+        static const char *const keys[] = {"kind", "family", "addr", "port", "backlog", "v6only"};
+        char *key, *value;
+        unsigned which = 0;
+        if (!split_pair(item, &key, &value)) {
+            say(why, "'%.32s' is not key=value", item);
+            return false;
+        }
+        while (which < COUNT(keys) && strcmp(key, keys[which]) != 0)
+            which++;
+        if (which == COUNT(keys)) {
+            say(why, "unknown key '%.32s'", key);
+            return false;
+        }
+        if (seen & (1u << which)) {
+            say(why, "key '%s' given twice", key);
+            return false;
+        }
+        seen |= 1u << which;
+        bool ok = true;
+        uint32_t number = 0;
+        switch (which) {
+        case 0: ok = parse_name(value, kind_names, COUNT(kind_names), &out->kind); break;
+        case 1: ok = parse_name(value, family_names, COUNT(family_names), &family); break;
+        case 2: address = value; break;
+        case 3: ok = have_port = parse_number(value, 65535, &out->port); break;
+        case 4: ok = have_backlog = parse_number(value, 65535, &out->backlog); break;
+        default:
+            ok = parse_number(value, 1, &number);
+            out->v6only = (int)number;
+            break;
+        }
+        if (!ok) {
+            say(why, "bad value '%.48s' for %s", value, key);
+            return false;
+        }
+    }
+    if (out->kind == 0 || family == 0 || address == NULL || !have_port) {
+        say(why, "kind, family, addr and port are required");
+        return false;
+    }
+    if (!parse_address(address, family, &out->address)) {
+        say(why, "addr '%.48s' is not a numeric %s address", address,
+            family == FAMILY_INET ? "IPv4" : "IPv6");
+        return false;
+    }
+    if (have_backlog && out->kind != KIND_TCP) {
+        say(why, "backlog applies to tcp only");
+        return false;
+    }
+    if (out->v6only >= 0 && family != FAMILY_INET6) {
+        say(why, "v6only applies to family=inet6 only");
+        return false;
+    }
+    return true;
+}
+
+static bool parse_request(int argc, char *const argv[], struct request *out, unsigned *bad,
+                          reason why)
+{
+    *bad = 0;
+    if (argc < 3) {
+        say(why, "usage: procket-helper " PROTOCOL_VERSION " SPEC... (it is run by procket_twisted)");
+        return false;
+    }
+    if (strcmp(argv[1], PROTOCOL_VERSION) != 0) {
+        say(why, "protocol '%.16s' is not supported; this helper speaks " PROTOCOL_VERSION
+            " (reinstall it with procket-twisted install-helper)", argv[1]);
+        return false;
+    }
+    if (argc - 2 > MAX_SOCKETS) {
+        say(why, "%d sockets asked for; at most %d per call", argc - 2, MAX_SOCKETS);
+        return false;
+    }
+    out->count = (unsigned)(argc - 2);
+    for (unsigned i = 0; i < out->count; i++)
+        if (!parse_spec(argv[i + 2], &out->sockets[i], why)) {
+            *bad = i + 1;
+            return false;
+        }
+    return true;
+}
+
+/* ---- the policy ----------------------------------------------------------------------------- */
+
+static bool parse_port_range(const char *text, struct port_range *out)
+{
+    char copy[16];
+    if (strlen(text) >= sizeof copy)
+        return false;
+    strcpy(copy, text);
+    char *dash = strchr(copy, '-');
+    if (dash != NULL)
+        *dash = '\0';
+    if (!parse_number(copy, 65535, &out->low))
+        return false;
+    out->high = out->low;
+    if (dash != NULL && (!parse_number(dash + 1, 65535, &out->high) || out->high < out->low))
+        return false;
+    return true;
+}
+
+static bool parse_prefix(const char *text, struct prefix *out)
+{
+    char copy[INET6_ADDRSTRLEN + 8];
+    if (strlen(text) >= sizeof copy)
+        return false;
+    strcpy(copy, text);
+    char *slash = strchr(copy, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    if (!parse_address(copy, 0, &out->address))
+        return false;
+    uint32_t max = out->address.family == FAMILY_INET ? 32 : 128;
+    out->bits = max;
+    if (slash != NULL) {
+        uint32_t bits;
+        if (!parse_number(slash + 1, max, &bits))
+            return false;
+        out->bits = bits;
+    }
+    return true;
+}
+
+/* One "key=v1,v2" condition of a rule. */
+static bool parse_condition(char *item, struct rule *rule, reason why)
+{
+    static const char *const keys[] = {"user", "group", "kind", "family", "port", "addr"};
+    char *key, *list;
+    unsigned which = 0;
+    if (!split_pair(item, &key, &list)) {
+        say(why, "'%.32s' is not key=value", item);
+        return false;
+    }
+    while (which < COUNT(keys) && strcmp(key, keys[which]) != 0)
+        which++;
+    if (which == COUNT(keys)) {
+        say(why, "unknown key '%.32s' (known: user group kind family port addr)", key);
+        return false;
+    }
+    unsigned *counts[] = {&rule->n_users, &rule->n_groups, NULL, NULL, &rule->n_ports,
+                          &rule->n_addresses};
+    unsigned *bits[] = {NULL, NULL, &rule->kinds, &rule->families, NULL, NULL};
+    if ((counts[which] != NULL && *counts[which] != 0) || (bits[which] != NULL && *bits[which] != 0)) {
+        say(why, "key '%s' given twice", key);
+        return false;
+    }
+    for (char *value = strsep(&list, ","); value != NULL; value = strsep(&list, ",")) {
+        bool ok;
+        unsigned bit = 0;
+        if (counts[which] != NULL && *counts[which] == MAX_VALUES) {
+            say(why, "more than %d values for '%s'", MAX_VALUES, key);
+            return false;
+        }
+        switch (which) {
+        case 0: ok = parse_number(value, UINT32_MAX - 1, &rule->users[rule->n_users++]); break;
+        case 1: ok = parse_number(value, UINT32_MAX - 1, &rule->groups[rule->n_groups++]); break;
+        case 2: ok = parse_name(value, kind_names, COUNT(kind_names), &bit); rule->kinds |= bit; break;
+        case 3: ok = parse_name(value, family_names, COUNT(family_names), &bit); rule->families |= bit; break;
+        case 4: ok = parse_port_range(value, &rule->ports[rule->n_ports++]); break;
+        default: ok = parse_prefix(value, &rule->addresses[rule->n_addresses++]); break;
+        }
+        if (!ok) {
+            say(why, "bad value '%.48s' for '%s'", value, key);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The whole file: lines of "allow|deny [key=value[,value...]]..."; '#' starts a comment. */
+static bool parse_policy(const char *text, size_t length, struct policy *out, reason why)
+{
+    memset(out, 0, sizeof *out);
+    if (memchr(text, '\0', length) != NULL) {
+        say(why, "the file contains a NUL byte");
+        return false;
+    }
+    unsigned line_number = 0;
+    size_t start = 0;
+    while (start < length) {
+        const char *end = memchr(text + start, '\n', length - start);
+        size_t line_length = end != NULL ? (size_t)(end - (text + start)) : length - start;
+        char line[MAX_POLICY_LINE + 1];
+        line_number++;
+        if (line_length > MAX_POLICY_LINE) {
+            say(why, "line %u: longer than %d bytes", line_number, MAX_POLICY_LINE);
+            return false;
+        }
+        memcpy(line, text + start, line_length);
+        line[line_length] = '\0';
+        start += line_length + 1;
+        struct rule *rule = NULL;
+        char *cursor = line;
+        for (char *word = strsep(&cursor, " \t\r"); word != NULL; word = strsep(&cursor, " \t\r")) {
+            if (word[0] == '\0')
+                continue;
+            if (word[0] == '#')
+                break;
+            if (rule == NULL) {
+                if (out->count == MAX_RULES) {
+                    say(why, "line %u: more than %d rules", line_number, MAX_RULES);
+                    return false;
+                }
+                rule = &out->rules[out->count++];
+                rule->line = line_number;
+                rule->allow = strcmp(word, "allow") == 0;
+                if (!rule->allow && strcmp(word, "deny") != 0) {
+                    say(why, "line %u: a rule starts with allow or deny, not '%.32s'",
+                        line_number, word);
+                    return false;
+                }
+            } else if (!parse_condition(word, rule, why)) {
+                reason detail;
+                memcpy(detail, why, sizeof detail);
+                say(why, "line %u: %s", line_number, detail);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static bool in_prefix(const struct address *address, const struct prefix *prefix)
+{
+    if (address->family != prefix->address.family)
+        return false;
+    unsigned whole = prefix->bits / 8, rest = prefix->bits % 8;
+    if (memcmp(address->bytes, prefix->address.bytes, whole) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    unsigned mask = (0xffu << (8 - rest)) & 0xffu;
+    return (address->bytes[whole] & mask) == (prefix->address.bytes[whole] & mask);
+}
+
+static bool rule_matches(const struct rule *rule, const struct caller *caller,
+                         const struct socket_request *socket)
+{
+    bool found;
+    if (rule->kinds != 0 && !(rule->kinds & socket->kind))
+        return false;
+    if (rule->families != 0 && !(rule->families & socket->address.family))
+        return false;
+    found = rule->n_users == 0;
+    for (unsigned i = 0; i < rule->n_users && !found; i++)
+        found = rule->users[i] == caller->uid;
+    if (!found)
+        return false;
+    found = rule->n_groups == 0;
+    for (unsigned i = 0; i < rule->n_groups && !found; i++) {
+        found = rule->groups[i] == caller->gid;
+        for (int g = 0; g < caller->n_groups && !found; g++)
+            found = rule->groups[i] == caller->groups[g];
+    }
+    if (!found)
+        return false;
+    found = rule->n_ports == 0;
+    for (unsigned i = 0; i < rule->n_ports && !found; i++)
+        found = socket->port >= rule->ports[i].low && socket->port <= rule->ports[i].high;
+    if (!found)
+        return false;
+    found = rule->n_addresses == 0;
+    for (unsigned i = 0; i < rule->n_addresses && !found; i++)
+        found = in_prefix(&socket->address, &rule->addresses[i]);
+    return found;
+}
+
+/* The first matching rule decides; no match denies. Returns the deciding rule or NULL. */
+static const struct rule *policy_decision(const struct policy *policy, const struct caller *caller,
+                                          const struct socket_request *socket)
+{
+    for (unsigned i = 0; i < policy->count; i++)
+        if (rule_matches(&policy->rules[i], caller, socket))
+            return &policy->rules[i];
+    return NULL;
+}
+
+#ifndef PROCKET_FUZZ   /* the fuzzers include this file for the parsers above */
+
+/* ---- trusted paths -------------------------------------------------------------------------- */
+
+static bool trusted_directory(const struct stat *st)
+{
+    return S_ISDIR(st->st_mode) && st->st_uid == 0 &&
+           ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0 || (st->st_mode & S_ISVTX) != 0);
+}
+
+/*
+ * Opens the absolute PATH one component at a time, never following a symlink, and checks each
+ * directory on the way with trusted_directory(). The last component is opened with LAST_FLAGS
+ * (plus O_NOFOLLOW) and must be a root-owned regular file that group and others cannot write.
+ * Returns the fd, or -1 with errno set and WHY filled (ENOENT on the last component leaves WHY
+ * empty: a missing file is not an error for the caller to report).
+ */
+static int open_trusted(const char *path, int last_flags, reason why)
+{
+    char copy[PATH_MAX];
+    why[0] = '\0';
+    if (path[0] != '/' || strlen(path) >= sizeof copy) {
+        say(why, "'%.64s' is not a short absolute path", path);
+        errno = EINVAL;
+        return -1;
+    }
+    strcpy(copy, path);
+    int directory = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory < 0) {
+        say(why, "cannot open /");
+        return -1;
+    }
+    char *cursor = copy + 1;
+    int walked = 1;                   /* length of the prefix of PATH that DIRECTORY is */
+    for (;;) {
+        struct stat st;
+        int saved = fstat(directory, &st) != 0 ? errno : EPERM;
+        if (saved != EPERM || !trusted_directory(&st)) {
+            say(why, "directory '%.*s' is not owned by root, or group or others can write it",
+                walked, path);
+            close(directory);
+            errno = saved;
+            return -1;
+        }
+        char *slash = strchr(cursor, '/');
+        bool last = slash == NULL;
+        if (!last)
+            *slash = '\0';
+        if (cursor[0] == '\0' || strcmp(cursor, ".") == 0 || strcmp(cursor, "..") == 0) {
+            say(why, "'%.64s' is not a canonical path", path);
+            close(directory);
+            errno = EINVAL;
+            return -1;
+        }
+        int flags = last ? last_flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY
+                         : O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+        int next = openat(directory, cursor, flags);
+        saved = errno;
+        close(directory);
+        if (next < 0) {
+            if (!(last && saved == ENOENT))
+                say(why, "cannot open '%.96s' without following links: %s", path,
+                    strerror(saved));
+            errno = saved;
+            return -1;
+        }
+        if (last) {
+            if (fstat(next, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 ||
+                (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+                say(why, "'%.96s' must be a regular file owned by root that group and others "
+                    "cannot write", path);
+                close(next);
+                errno = EPERM;
+                return -1;
+            }
+            return next;
+        }
+        *slash = '/';
+        walked = (int)(slash - copy);
+        cursor = slash + 1;
+        directory = next;
+    }
+}
+
+/* ---- step 1: setup -------------------------------------------------------------------------- */
+
+static void setup(void)
+{
+    sigset_t none;
+    for (int sig = 1; sig < 32; sig++)              /* dispositions and mask are inherited */
+        if (sig != SIGKILL && sig != SIGSTOP)
+            if (signal(sig, SIG_DFL) == SIG_ERR)
+                fail(0, STEP_SETUP, errno, "cannot reset signal %d", sig);
+    if (signal(SIGTSTP, SIG_IGN) == SIG_ERR || signal(SIGTTIN, SIG_IGN) == SIG_ERR ||
+        signal(SIGTTOU, SIG_IGN) == SIG_ERR || sigemptyset(&none) != 0 ||
+        sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+        fail(0, STEP_SETUP, errno, "cannot reset the signal mask");
+    alarm(WATCHDOG_SECONDS);
+
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0)
+            fail(0, STEP_SETUP, EBADF, "fd %d is closed; fds 0, 1 and 2 must be open", fd);
+    int domain = 0, type = 0;
+    socklen_t length = sizeof domain;
+    if (getsockopt(0, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0 || domain != AF_UNIX ||
+        getsockopt(0, SOL_SOCKET, SO_TYPE, &type, &length) != 0 ||
+        (type != SOCK_STREAM && type != SOCK_SEQPACKET))
+        fail(0, STEP_SETUP, ENOTSOCK, "procket-helper: standard input must be an AF_UNIX stream "
+             "or seqpacket socket; the helper is run by procket_twisted, not by hand");
+    channel_ready = true;
+
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
+        struct rlimit files;
+        if (errno != ENOSYS || getrlimit(RLIMIT_NOFILE, &files) != 0)
+            fail(0, STEP_SETUP, errno, "cannot close inherited fds");
+        for (rlim_t fd = 3; fd < files.rlim_cur && fd < INT_MAX; fd++)
+            (void)close((int)fd);
+    }
+    struct rlimit no_core = {0, 0};
+    caller_set_no_new_privs = prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1;
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &no_core) != 0 ||
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || chdir("/") != 0)
+        fail(0, STEP_SETUP, errno, "cannot disable core dumps or set no_new_privs");
+}
+
+/* ---- step 2: the caller --------------------------------------------------------------------- */
+
+static void identify_caller(struct caller *caller)
+{
+    caller->uid = getuid();
+    caller->gid = getgid();
+    caller->n_groups = getgroups(MAX_GROUPS, caller->groups);
+    if (caller->n_groups < 0)
+        fail(0, STEP_SETUP, errno, "cannot read the supplementary groups (more than %d?)",
+             MAX_GROUPS);
+    if (caller->uid == 0) {                /* only sudo (or root itself) has a real uid of 0 */
+        const char *sudo_uid = getenv("SUDO_UID"), *sudo_gid = getenv("SUDO_GID");
+        uint32_t uid, gid;
+        if (sudo_uid != NULL && sudo_gid != NULL) {
+            if (!parse_number(sudo_uid, UINT32_MAX - 1, &uid) ||
+                !parse_number(sudo_gid, UINT32_MAX - 1, &gid))
+                fail(0, STEP_SETUP, EINVAL, "SUDO_UID or SUDO_GID is not a number");
+            caller->uid = uid;
+            caller->gid = gid;
+            caller->n_groups = 0;          /* sudo gave us root's groups, not the caller's */
+        }
+    }
+    if (clearenv() != 0)
+        fail(0, STEP_SETUP, errno, "cannot clear the environment");
+    if (caller->uid == 0)
+        fail(0, STEP_POLICY, EPERM, "the caller is root; root binds privileged ports itself and "
+             "needs no helper");
+}
+
+/* ---- capabilities (no libcap: two raw syscalls) --------------------------------------------- */
+
+typedef uint64_t capabilities;
+#define CAP_BIT(cap) ((capabilities)1 << (cap))
+
+static capabilities permitted_capabilities(void)
+{
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0)
+        fail(0, STEP_PRIVILEGE, errno, "capget failed");
+    return (capabilities)data[0].permitted | (capabilities)data[1].permitted << 32;
+}
+
+static int set_capabilities(capabilities caps)   /* effective = permitted = CAPS, inheritable 0 */
+{
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    data[0].effective = data[0].permitted = (uint32_t)caps;
+    data[1].effective = data[1].permitted = (uint32_t)(caps >> 32);
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+static bool is_caller(const struct caller *caller)
+{
+    uid_t ruid, euid, suid;
+    gid_t rgid, egid, sgid;
+    return getresuid(&ruid, &euid, &suid) == 0 && getresgid(&rgid, &egid, &sgid) == 0 &&
+           ruid == caller->uid && euid == caller->uid && suid == caller->uid &&
+           rgid == caller->gid && egid == caller->gid && sgid == caller->gid;
+}
+
+/* ---- steps 4 and 5: privilege and policy ---------------------------------------------------- */
+
+static void check_privilege(capabilities needed)
+{
+    capabilities missing = needed & ~permitted_capabilities();
+    if (missing == 0)
+        return;
+    if (caller_set_no_new_privs)
+        fail(0, STEP_PRIVILEGE, EPERM, "the helper is not privileged because the caller runs "
+             "with no_new_privs set, so the kernel ignored its setuid bit and file capabilities");
+    fail(0, STEP_PRIVILEGE, EPERM, "the helper is not privileged (euid %u, missing capability "
+         "mask 0x%llx): install it with 'procket-twisted install-helper' (setuid root or file "
+         "capabilities) on a filesystem not mounted nosuid", (unsigned)geteuid(),
+         (unsigned long long)missing);
+}
+
+static void load_policy(struct policy *policy, char *path, size_t path_size)
+{
+#ifdef PROCKET_POLICY_PATH
+    if (strlen(PROCKET_POLICY_PATH) >= path_size)
+        fail(0, STEP_POLICY, ENAMETOOLONG, "policy path too long");
+    strcpy(path, PROCKET_POLICY_PATH);
+#else
+    ssize_t length = readlink("/proc/self/exe", path, path_size);
+    if (length <= 0 || (size_t)length >= path_size)
+        fail(0, STEP_POLICY, errno, "cannot read /proc/self/exe to find the policy");
+    path[length] = '\0';
+    reason why;
+    int self = open_trusted(path, O_PATH, why);     /* refuses a hardlink in a user's directory */
+    if (self < 0)
+        fail(0, STEP_POLICY, errno, "the helper's own path is not trusted: %s", why);
+    close(self);
+    char *slash = strrchr(path, '/');
+    if (slash == NULL || (size_t)(slash - path) + sizeof "/" PROCKET_POLICY_NAME > path_size)
+        fail(0, STEP_POLICY, ENAMETOOLONG, "policy path too long");
+    strcpy(slash + 1, PROCKET_POLICY_NAME);
+#endif
+    static char text[MAX_POLICY_BYTES + 1];
+    reason problem;
+    int fd = open_trusted(path, O_RDONLY | O_NONBLOCK, problem);
+    if (fd < 0 && errno == ENOENT && problem[0] == '\0') {
+        /* No file: the built-in default, TCP and UDP for everyone. */
+        memset(policy, 0, sizeof *policy);
+        policy->count = 1;
+        policy->rules[0].allow = true;
+        policy->rules[0].kinds = KIND_TCP | KIND_UDP;
+        return;
+    }
+    if (fd < 0)
+        fail(0, STEP_POLICY, errno, "policy refused, so nothing is allowed: %s", problem);
+    size_t total = 0;
+    for (;;) {
+        ssize_t got = read(fd, text + total, sizeof text - total);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            fail(0, STEP_POLICY, errno, "cannot read the policy %.96s", path);
+        if (got == 0)
+            break;
+        total += (size_t)got;
+        if (total > MAX_POLICY_BYTES)
+            fail(0, STEP_POLICY, EFBIG, "policy %.96s is larger than %d bytes", path,
+                 MAX_POLICY_BYTES);
+    }
+    close(fd);
+    if (!parse_policy(text, total, policy, problem))
+        fail(0, STEP_POLICY, EINVAL, "policy %.96s has an error, so nothing is allowed: %s",
+             path, problem);
+}
+
+static const char *kind_name(unsigned kind)
+{
+    for (size_t i = 0; i < COUNT(kind_names); i++)
+        if (kind_names[i].bit == kind)
+            return kind_names[i].name;
+    return "?";
+}
+
+static void check_policy(const struct policy *policy, const char *path, const struct caller *caller,
+                         const struct request *request)
+{
+    for (unsigned i = 0; i < request->count; i++) {
+        const struct socket_request *socket = &request->sockets[i];
+        const struct rule *rule = policy_decision(policy, caller, socket);
+        if (rule != NULL && rule->allow)
+            continue;
+        char address[INET6_ADDRSTRLEN];
+        if (inet_ntop(socket->address.family == FAMILY_INET ? AF_INET : AF_INET6,
+                      socket->address.bytes, address, sizeof address) == NULL)
+            strcpy(address, "?");
+        if (rule != NULL)
+            fail(i + 1, STEP_POLICY, EACCES, "%s %s port %u denied for uid %u by line %u of %.96s",
+                 kind_name(socket->kind), address, (unsigned)socket->port,
+                 (unsigned)caller->uid, rule->line, path);
+        fail(i + 1, STEP_POLICY, EACCES, "%s %s port %u: no rule allows it for uid %u in %.96s",
+             kind_name(socket->kind), address, (unsigned)socket->port, (unsigned)caller->uid,
+             path);
+    }
+}
+
+/* ---- steps 6 to 8: become the caller, open, drop -------------------------------------------- */
+
+static void become_caller(const struct caller *caller, bool change_ids, capabilities keep)
+{
+    if (change_ids &&
+        (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 || setgroups(0, NULL) != 0 ||
+         setresgid(caller->gid, caller->gid, caller->gid) != 0 ||
+         setresuid(caller->uid, caller->uid, caller->uid) != 0))
+        fail(0, STEP_DROP, errno, "cannot switch to uid %u gid %u", (unsigned)caller->uid,
+             (unsigned)caller->gid);
+    if (set_capabilities(keep) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        fail(0, STEP_DROP, errno, "cannot limit the capabilities to what the sockets need");
+}
+
+static int open_socket(unsigned index, const struct socket_request *request)
+{
+    int family = request->address.family == FAMILY_INET ? AF_INET : AF_INET6;
+    bool stream = request->kind == KIND_TCP;
+    int fd = socket(family, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC,
+                    stream ? IPPROTO_TCP : IPPROTO_UDP);
+    if (fd < 0)
+        fail(index, STEP_SOCKET, errno, "socket() failed");
+    int one = 1;
+    if (stream && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
+        fail(index, STEP_SETSOCKOPT, errno, "SO_REUSEADDR failed");
+    if (request->v6only >= 0 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &request->v6only, sizeof request->v6only) != 0)
+        fail(index, STEP_SETSOCKOPT, errno, "IPV6_V6ONLY failed");
+    struct sockaddr_storage storage;
+    socklen_t length;
+    memset(&storage, 0, sizeof storage);
+    if (family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&storage;
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)request->port);
+        memcpy(&in->sin_addr, request->address.bytes, 4);
+        length = sizeof *in;
+    } else {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&storage;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)request->port);
+        memcpy(&in6->sin6_addr, request->address.bytes, 16);
+        length = sizeof *in6;
+    }
+    if (bind(fd, (struct sockaddr *)&storage, length) != 0)
+        fail(index, STEP_BIND, errno, "bind() to port %u failed", (unsigned)request->port);
+    if (stream && listen(fd, (int)request->backlog) != 0)
+        fail(index, STEP_LISTEN, errno, "listen() failed");
+    return fd;
+}
+
+static void drop_for_good(const struct caller *caller, bool changed_ids)
+{
+    if (set_capabilities(0) != 0 || prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0)
+        fail(0, STEP_DROP, errno, "cannot clear the capabilities");
+    if (!is_caller(caller))
+        fail(0, STEP_DROP, EPERM, "ids are not the caller's after the drop");
+    if (changed_ids && getgroups(0, NULL) != 0)
+        fail(0, STEP_DROP, EPERM, "supplementary groups remain after the drop");
+    if (permitted_capabilities() != 0)
+        fail(0, STEP_DROP, EPERM, "capabilities remain after the drop");
+    if (setuid(0) == 0 || setgid(0) == 0)
+        fail(0, STEP_DROP, EPERM, "root could be regained after the drop");
+}
+
+static void send_sockets(const int *fds, unsigned count)
+{
+    char text[16];
+    int length = snprintf(text, sizeof text, "ok %u\n", count);
+    union {
+        struct cmsghdr align;
+        char buffer[CMSG_SPACE(sizeof(int) * MAX_SOCKETS)];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {text, (size_t)length};
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.buffer;
+    message.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int) * count);
+    memcpy(CMSG_DATA(header), fds, sizeof(int) * count);
+    ssize_t sent = sendmsg(0, &message, MSG_NOSIGNAL);
+    if (sent != length)
+        fail(0, STEP_SEND, sent < 0 ? errno : EIO, "cannot send the sockets to the caller");
+}
+
+int main(int argc, char *argv[])
+{
+    static struct request request;
+    static struct policy policy;
+    static struct caller caller;
+    static char policy_path[PATH_MAX];
+    int fds[MAX_SOCKETS];
+    reason why;
+    unsigned bad;
+
+    if (argc < 1 || argv[0] == NULL)
+        _exit(STEP_PARSE);
+    setup();
+    identify_caller(&caller);
+    if (!parse_request(argc, argv, &request, &bad, why))
+        fail(bad, STEP_PARSE, EINVAL, "%s", why);
+
+    capabilities sockets_need = CAP_BIT(CAP_NET_BIND_SERVICE);
+    bool change_ids = !is_caller(&caller);
+    check_privilege(sockets_need | (change_ids ? CAP_BIT(CAP_SETUID) | CAP_BIT(CAP_SETGID) : 0));
+    load_policy(&policy, policy_path, sizeof policy_path);
+    check_policy(&policy, policy_path, &caller, &request);
+
+    become_caller(&caller, change_ids, sockets_need);
+    for (unsigned i = 0; i < request.count; i++)
+        fds[i] = open_socket(i + 1, &request.sockets[i]);
+    drop_for_good(&caller, change_ids);
+    send_sockets(fds, request.count);
+    return 0;
+}
+
+#endif /* PROCKET_FUZZ */
