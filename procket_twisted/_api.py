@@ -1,0 +1,129 @@
+"""
+The plain, blocking API: privileged sockets for any Python program, no Twisted needed.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Dict, Iterable, List, Optional
+
+from ._direct import can_open_directly, open_directly
+from ._errors import ProcketError, SocketError
+from ._locate import Progname, find_helper
+from ._protocol import MAX_SOCKETS
+from ._request import IPAddressLike, SocketRequest
+from ._spawn import run_helper
+
+__all__ = ["listen", "listen_many", "DEFAULT_TIMEOUT"]
+
+#: Seconds to wait for the helper. It answers in about a millisecond; sudo may take longer.
+DEFAULT_TIMEOUT = 5.0
+_DENIED = (1, 13)  # EPERM, EACCES: the direct attempt lacked privilege after all
+
+
+def _check_timeout(timeout: float) -> float:
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+def listen_many(
+    requests: Iterable[SocketRequest],
+    *,
+    progname: Progname = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    direct: bool = True,
+) -> List[socket.socket]:
+    """
+    Open several sockets, with at most one helper run for all that need privilege.
+
+    @param requests: what to open (`SocketRequest`), 1 to 253 of them.
+    @param progname: the helper command (see `listen`).
+    @param timeout: seconds to wait for the helper before killing it.
+    @param direct: open in this process what needs no privilege here (see `listen`).
+    @return: the sockets, in the order of REQUESTS.
+    @raise ProcketError: on any failure; then no socket stays open and no helper is left running.
+        ``error.index`` is the 1-based position in REQUESTS of the socket that failed (or 0).
+    """
+    wanted = list(requests)
+    for request in wanted:
+        if not isinstance(request, SocketRequest):
+            raise TypeError(f"requests must be SocketRequest objects, not {type(request).__name__}")
+    if not 1 <= len(wanted) <= MAX_SOCKETS:
+        raise ValueError(f"ask for 1 to {MAX_SOCKETS} sockets per call, not {len(wanted)}")
+    timeout = _check_timeout(timeout)
+    opened: Dict[int, socket.socket] = {}
+    try:
+        privileged = []
+        for position, request in enumerate(wanted):
+            if not (direct and can_open_directly(request)):
+                privileged.append(position)
+                continue
+            try:
+                opened[position] = open_directly(request, position + 1)
+            except SocketError as error:
+                if error.errno not in _DENIED:
+                    raise
+                privileged.append(position)
+        if privileged:
+            command = find_helper(progname)
+            try:
+                sockets = run_helper(command, [wanted[p] for p in privileged], timeout)
+            except ProcketError as error:
+                if 1 <= error.index <= len(privileged):
+                    error.index = privileged[error.index - 1] + 1
+                raise
+            opened.update(zip(privileged, sockets))
+    except BaseException:
+        for sock in opened.values():
+            sock.close()
+        raise
+    return [opened[position] for position in range(len(wanted))]
+
+
+def listen(
+    port: int,
+    protocol: str = "tcp",
+    ip: IPAddressLike = None,
+    *,
+    backlog: Optional[int] = None,
+    v6only: Optional[bool] = None,
+    progname: Progname = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    direct: bool = True,
+) -> socket.socket:
+    """
+    A listening TCP socket, or a bound UDP socket, on any port, for an unprivileged process.
+
+    procket's ``listen(Port, Options)``, made Pythonic::
+
+        sock = procket_twisted.listen(80)                      # TCP, every IPv4 address
+        sock = procket_twisted.listen(53, "udp", "::1")        # UDP on IPv6 loopback
+        sock = procket_twisted.listen(443, ip=(127, 0, 0, 1), backlog=1024)
+
+    @param port: 0-65535.
+    @param protocol: ``"tcp"`` or ``"udp"``.
+    @param ip: the local address: a numeric string, an ``ipaddress`` object, or a tuple of 4 (IPv4)
+        or 8 (IPv6) numbers; ``None`` is every IPv4 address. An IPv6 address gives an IPv6 socket.
+    @param backlog: the listen queue for TCP (default 128).
+    @param v6only: for IPv6: ``True`` IPv6 only, ``False`` dual-stack, ``None`` system default.
+    @param progname: the command that runs the helper, split into an argv and never given to a
+        shell, for example ``"sudo -n /usr/local/libexec/procket-twisted/procket-helper"``.
+        Default: ``$PROCKET_HELPER``, then the installed helper.
+    @param timeout: seconds to wait for the helper before it is killed.
+    @param direct: when this process may bind the address itself (a port at or above
+        ``net.ipv4.ip_unprivileged_port_start``, or it holds ``CAP_NET_BIND_SERVICE``), bind it
+        here and run no helper. ``False`` always asks the helper.
+    @return: a blocking ``socket.socket``, owned by this process's user.
+    @raise ValueError: for a bad port, protocol, address or option (before anything runs).
+    @raise TypeError: for an argument of the wrong type.
+    @raise HelperNotFoundError: no helper is installed or the command does not exist.
+    @raise HelperNotPrivilegedError: the helper is not setuid root and has no capability, its
+        filesystem is nosuid, this process has no_new_privs, or sudo refused.
+    @raise PolicyDeniedError: the installed policy does not allow it for this user.
+    @raise HelperTimeoutError: the helper did not answer in time (it was killed).
+    @raise SocketError: the kernel refused, for example ``errno.EADDRINUSE``.
+    @raise HelperFailedError: the helper failed in another way (bad reply, crash).
+    """
+    request = SocketRequest(port, protocol, ip, backlog, v6only)
+    return listen_many([request], progname=progname, timeout=timeout, direct=direct)[0]

@@ -1,0 +1,75 @@
+"""
+The ``procket-twisted`` command: ``install-helper`` (as root) and ``doctor`` (as anyone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from ._doctor import doctor
+from ._install import DEFAULT_PREFIX, MODES, InstallError, install_helper
+
+__all__ = ["main"]
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1 to 65535")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="procket-twisted",
+        description="Privileged sockets for unprivileged programs, from a tiny setuid helper.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    install = commands.add_parser(
+        "install-helper",
+        help="install the helper, privileged, with its default policy (as root)",
+        description="Install the helper under PREFIX/libexec/procket-twisted, privileged, with a "
+        "default policy (TCP and UDP for every user) unless one exists. Harmless to run twice.",
+    )
+    install.add_argument("--prefix", default=DEFAULT_PREFIX, help="default: %(default)s")
+    install.add_argument(
+        "--group",
+        help="only root and this group may run the helper (mode 4750); default: every user may "
+        "(mode 4755) and the policy decides",
+    )
+    install.add_argument(
+        "--mode",
+        choices=MODES,
+        default="setuid",
+        help="setuid root (default), file capabilities, or a sudoers rule for sudo -n",
+    )
+    check = commands.add_parser(
+        "doctor",
+        help="can this user get a privileged socket now? (as the user)",
+        description="Say whether this user can get a privileged socket right now, through which "
+        "helper, and if not, exactly what to run. Exit status 0 when it can.",
+    )
+    check.add_argument("--progname", help="the helper command to check (default: PROCKET_HELPER, "
+                       "then the installed helper)")
+    check.add_argument("--port", type=_port, help="the privileged port to try (default: a free "
+                       "one from 1023 down)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line; return its exit status."""
+    options = _parser().parse_args(argv)
+    if options.command == "install-helper":
+        try:
+            for line in install_helper(options.prefix, options.group, options.mode):
+                print(line)
+        except (InstallError, OSError) as error:
+            print(f"procket-twisted install-helper: error: {error}", file=sys.stderr)
+            return 1
+        return 0
+    return doctor(options.progname, options.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""
+Least privilege: when this process may bind an address itself, it does, and no helper runs.
+
+It may when the port is 0 or at least ``net.ipv4.ip_unprivileged_port_start`` (which covers IPv6
+too), or when it already holds ``CAP_NET_BIND_SERVICE`` (root, or a service given the capability).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from ._diagnose import process_status_field
+from ._reply import socket_error
+from ._request import SocketRequest
+
+__all__ = ["unprivileged_port_start", "has_bind_capability", "can_open_directly", "open_directly"]
+
+CAP_NET_BIND_SERVICE = 10
+_PORT_START_FILE = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port an unprivileged process may bind here (1024 when it cannot be read)."""
+    try:
+        with open(_PORT_START_FILE, encoding="ascii") as setting:
+            return int(setting.read())
+    except (OSError, ValueError):
+        return 1024
+
+
+def has_bind_capability() -> bool:
+    """Whether this process holds CAP_NET_BIND_SERVICE in its effective set."""
+    effective = process_status_field("CapEff")
+    try:
+        return bool(int(effective or "0", 16) >> CAP_NET_BIND_SERVICE & 1)
+    except ValueError:
+        return False
+
+
+def can_open_directly(request: SocketRequest) -> bool:
+    """Whether REQUEST needs no privilege from this process."""
+    return (
+        request.port == 0
+        or request.port >= unprivileged_port_start()
+        or has_bind_capability()
+    )
+
+
+def open_directly(request: SocketRequest, index: int = 1) -> socket.socket:
+    """
+    Open REQUEST in this process, the way the helper would (SO_REUSEADDR on TCP, as Twisted's own
+    listenTCP does).
+
+    @raise SocketError: naming the failed call, with the kernel's errno.
+    """
+    step = "socket"
+    try:
+        protocol = socket.IPPROTO_TCP if request.protocol == "tcp" else socket.IPPROTO_UDP
+        sock = socket.socket(request.family, request.type, protocol)
+    except OSError as error:
+        raise socket_error(step, error.errno or 0, request, index) from None
+    try:
+        step = "setsockopt"
+        if request.protocol == "tcp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if request.v6only is not None:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(request.v6only))
+        step = "bind"
+        sock.bind((request.ip, request.port))
+        if request.protocol == "tcp":
+            step = "listen"
+            sock.listen(request.effective_backlog)
+    except OSError as error:
+        sock.close()
+        raise socket_error(step, error.errno or 0, request, index) from None
+    return sock
+

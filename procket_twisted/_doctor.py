@@ -1,0 +1,109 @@
+"""
+``procket-twisted doctor``: can this user get a privileged socket right now, through which
+helper, and if not, what exactly to run. It asks the helper for a real socket to find out.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from typing import Callable, List, Optional
+
+from ._api import listen
+from ._diagnose import can_execute, no_new_privs, privilege_problems
+from ._direct import has_bind_capability, unprivileged_port_start
+from ._errors import HelperNotFoundError, ProcketError
+from ._locate import Progname, find_helper, has_file_capabilities
+
+__all__ = ["doctor"]
+
+_PROBE_ADDRESS = "127.0.0.1"
+_PROBE_ATTEMPTS = 8
+
+
+def _describe_file(path: str) -> str:
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        return f"cannot be examined ({error.strerror})"
+    kinds = []
+    if info.st_mode & stat.S_ISUID and info.st_uid == 0:
+        kinds.append("setuid root")
+    if has_file_capabilities(path):
+        kinds.append("file capabilities")
+    return (
+        f"owner uid {info.st_uid}, group gid {info.st_gid}, mode {stat.S_IMODE(info.st_mode):o}, "
+        f"{' and '.join(kinds) or 'not privileged by itself'}, "
+        f"{'executable' if can_execute(path) else 'NOT executable'} by this user"
+    )
+
+
+def _policy_line(helper: str) -> str:
+    policy = os.path.join(os.path.dirname(helper), "policy")
+    try:
+        info = os.lstat(policy)
+    except FileNotFoundError:
+        return f"{policy} is absent, so the built-in default applies: TCP and UDP for everyone"
+    except OSError as error:
+        return f"{policy} cannot be examined ({error.strerror})"
+    return f"{policy} (owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o})"
+
+
+def _probe(progname: Progname, port: Optional[int], say: Callable[[str], None]) -> Optional[ProcketError]:
+    """Ask the helper for a listening socket on a privileged port; None when it worked."""
+    ports = [port] if port is not None else list(range(1023, 1023 - _PROBE_ATTEMPTS, -1))
+    failure: Optional[ProcketError] = None
+    for candidate in ports:
+        started = time.perf_counter()
+        try:
+            sock = listen(candidate, ip=_PROBE_ADDRESS, progname=progname, direct=False)
+        except ProcketError as error:
+            failure = error
+            if error.errno == errno.EADDRINUSE and port is None:
+                continue
+            return error
+        elapsed = (time.perf_counter() - started) * 1000
+        with sock:
+            owner = os.fstat(sock.fileno()).st_uid
+        say(f"- test: got a listening TCP socket on {_PROBE_ADDRESS} port {candidate} through the "
+            f"helper in {elapsed:.1f} ms, owned by uid {owner}")
+        return None
+    return failure
+
+
+def doctor(
+    progname: Progname = None, port: Optional[int] = None, say: Callable[[str], None] = print
+) -> int:
+    """
+    Report on this user's access to privileged sockets; return the exit status (0: it works).
+    """
+    uid, gid = os.getuid(), os.getgid()
+    say(f"procket-twisted doctor, as uid {uid} gid {gid}, groups {sorted(os.getgroups())}")
+    start = unprivileged_port_start()
+    say(f"- ports from {start} up need no helper here (net.ipv4.ip_unprivileged_port_start)")
+    if has_bind_capability():
+        say("- this process already holds CAP_NET_BIND_SERVICE: it binds any port itself, no helper "
+            "needed (procket_twisted does so without running one)")
+        return 0
+    say(f"- no_new_privs: {'SET (setuid helpers cannot work)' if no_new_privs() else 'not set'}")
+    try:
+        command = find_helper(progname)
+    except HelperNotFoundError as error:
+        say(f"- helper: none. {error}")
+        say("RESULT: this user cannot get privileged sockets yet.")
+        return 1
+    say(f"- helper: {command.describe()}")
+    say(f"- helper file: {command.helper}: {_describe_file(command.helper)}")
+    say(f"- policy: {_policy_line(command.helper)}")
+    failure = _probe(progname, port, say)
+    if failure is None:
+        say(f"RESULT: this user can get privileged sockets through {command.helper}.")
+        return 0
+    say(f"- test: FAILED ({type(failure).__name__}, step {failure.step}): {failure}")
+    fixes: List[str] = privilege_problems(command.helper)
+    for fix in fixes:
+        say(f"- fix: {fix}")
+    say("RESULT: this user cannot get privileged sockets right now.")
+    return 1

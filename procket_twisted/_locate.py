@@ -1,0 +1,138 @@
+"""
+Finding the helper: an explicit ``progname``, then ``$PROCKET_HELPER``, then the installed
+locations, then a clear error that says how to install it.
+
+A command is split into an argv (``shlex``), never given to a shell, so
+``"sudo -n /usr/local/libexec/procket-twisted/procket-helper"`` runs sudo with two arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import stat
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence, Tuple, Union
+
+from ._errors import HelperNotFoundError
+
+__all__ = [
+    "HelperCommand",
+    "find_helper",
+    "HELPER_ENVIRONMENT_VARIABLE",
+    "INSTALLED_HELPERS",
+    "has_file_capabilities",
+]
+
+HELPER_ENVIRONMENT_VARIABLE = "PROCKET_HELPER"
+#: Where ``procket-twisted install-helper`` puts the helper by default, then where a distribution
+#: package would.
+INSTALLED_HELPERS = (
+    "/usr/local/libexec/procket-twisted/procket-helper",
+    "/usr/libexec/procket-twisted/procket-helper",
+)
+INSTALL_HINT = "install it as root with: procket-twisted install-helper (then check: procket-twisted doctor)"
+
+#: What a ``progname`` may be: a command line (split with shlex) or an argv already split.
+Progname = Union[str, Sequence[str], None]
+
+
+@dataclass(frozen=True)
+class HelperCommand:
+    """
+    How to run the helper.
+
+    @ivar argv: the program and its fixed arguments; the request's arguments follow them.
+    @ivar executable: the file that is executed (``argv[0]`` resolved without a shell).
+    @ivar helper: the helper binary's path (the last argument when the command wraps it, as sudo
+        does), for diagnosis.
+    @ivar source: where the command came from: ``progname``, ``PROCKET_HELPER`` or ``installed``.
+    """
+
+    argv: Tuple[str, ...]
+    executable: str
+    helper: str
+    source: str
+
+    def describe(self) -> str:
+        """The command as a user would type it, and where it came from."""
+        return f"{shlex.join(self.argv)} (from {self.source})"
+
+
+def has_file_capabilities(path: str) -> bool:
+    """Whether PATH carries file capabilities (``security.capability``)."""
+    try:
+        return bool(os.getxattr(path, "security.capability"))
+    except OSError:
+        return False
+
+
+def _is_privileged_file(path: str) -> bool:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    setuid_root = info.st_uid == 0 and bool(info.st_mode & stat.S_ISUID)
+    return setuid_root or has_file_capabilities(path)
+
+
+def _command(argv: Sequence[str], source: str) -> HelperCommand:
+    if not argv or not argv[0]:
+        raise HelperNotFoundError(f"the helper command from {source} is empty", step="find")
+    program = argv[0]
+    executable = program if "/" in program else shutil.which(program)
+    if executable is None:
+        raise HelperNotFoundError(
+            f"the helper command {shlex.join(argv)} (from {source}) starts with {program!r}, "
+            "which is not on PATH; give its full path",
+            step="find",
+        )
+    helper = argv[-1] if len(argv) > 1 and argv[-1].startswith("/") else executable
+    return HelperCommand(tuple(argv), executable, helper, source)
+
+
+def _split(value: Union[str, Sequence[str]], source: str) -> Sequence[str]:
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as error:
+            raise HelperNotFoundError(
+                f"the helper command {value!r} (from {source}) cannot be split: {error}",
+                step="find",
+            ) from None
+    return list(value)
+
+
+def find_helper(
+    progname: Progname = None, environ: Optional[Mapping[str, str]] = None
+) -> HelperCommand:
+    """
+    The command that runs the helper.
+
+    An installed helper that is neither setuid root nor has file capabilities was installed for
+    sudo (``install-helper --mode sudo``), so it is run as ``sudo -n HELPER``.
+
+    @param progname: a command line or argv; when None, ``$PROCKET_HELPER``, then the installed
+        locations, are used.
+    @param environ: the environment to read (default ``os.environ``).
+    @raise HelperNotFoundError: when there is no helper, saying how to install one.
+    """
+    environ = os.environ if environ is None else environ
+    if progname is not None:
+        return _command(_split(progname, "progname"), "progname")
+    configured = environ.get(HELPER_ENVIRONMENT_VARIABLE)
+    if configured:
+        return _command(_split(configured, HELPER_ENVIRONMENT_VARIABLE), HELPER_ENVIRONMENT_VARIABLE)
+    for path in INSTALLED_HELPERS:
+        if os.path.exists(path):
+            sudo = shutil.which("sudo")
+            if not _is_privileged_file(path) and sudo is not None:
+                return HelperCommand((sudo, "-n", path), sudo, path, "installed, through sudo")
+            return HelperCommand((path,), path, path, "installed")
+    raise HelperNotFoundError(
+        "no procket helper found: no progname given, PROCKET_HELPER is not set, and none is "
+        f"installed at {' or '.join(INSTALLED_HELPERS)}; {INSTALL_HINT}, or set PROCKET_HELPER "
+        "to the helper's path",
+        step="find",
+    )

@@ -1,0 +1,134 @@
+"""
+From what the helper sent and how it exited to sockets, or to one typed error that says what went
+wrong and what to do. Shared by the blocking client and the Twisted one.
+"""
+
+from __future__ import annotations
+
+import errno as errnos
+import os
+import signal
+import socket
+from typing import List, Sequence
+
+from ._diagnose import privilege_problems
+from ._errors import (
+    HelperFailedError,
+    HelperNotFoundError,
+    HelperNotPrivilegedError,
+    PolicyDeniedError,
+    ProcketError,
+    SocketError,
+)
+from ._locate import HelperCommand
+from ._protocol import Answer, Packet, close_fds, parse_answer
+from ._request import SocketRequest
+from ._validate import sockets_from_fds
+
+__all__ = ["sockets_from_reply", "socket_error", "POLICY_HINT"]
+
+POLICY_HINT = (
+    "the policy is set by whoever installed the helper: ask them to allow it in the policy file "
+    "named above (docs/policy.md)"
+)
+_SOCKET_STEPS = ("socket", "setsockopt", "bind", "listen")
+_MAX_DIAGNOSTICS = 600
+
+
+def socket_error(step: str, code: int, request: SocketRequest, index: int, detail: str = "") -> SocketError:
+    """The error for a failed socket call: what failed, the kernel's reason, and a hint."""
+    hints = {
+        "EADDRINUSE": f"something already uses {request.protocol} port {request.port} there "
+        f"(ss -lnp 'sport = :{request.port}' shows what); stop it or choose another port",
+        "EADDRNOTAVAIL": f"{request.ip} is not an address of this machine (ip address shows them)",
+        "EAFNOSUPPORT": "this kernel or network namespace has no such address family",
+        "EMFILE": "the process is out of file descriptors (ulimit -n)",
+    }
+    name = errnos.errorcode.get(code, "")
+    message = f"cannot {step} {request.describe()}: {os.strerror(code)}"
+    if name in hints:
+        message += f"; {hints[name]}"
+    return SocketError(message, errno=code, step=step, index=index, detail=detail)
+
+
+def _answer_error(
+    answer: Answer, requests: Sequence[SocketRequest], command: HelperCommand
+) -> ProcketError:
+    # Name the socket by what it is, not by its number: the caller may have sent the helper only
+    # some of its sockets (the others were opened directly), so the numbers would mislead.
+    where = requests[answer.index - 1].describe() if 1 <= answer.index <= len(requests) else "the request"
+    facts = dict(errno=answer.errno, step=answer.step, index=answer.index, detail=answer.text)
+    if answer.step in _SOCKET_STEPS and 1 <= answer.index <= len(requests):
+        return socket_error(answer.step, answer.errno, requests[answer.index - 1], answer.index, answer.text)
+    if answer.step == "privilege":
+        problems = privilege_problems(command.helper) or [answer.text]
+        return HelperNotPrivilegedError(
+            f"the helper {command.helper} is not privileged: {'; '.join(problems)}", **facts
+        )
+    if answer.step == "policy":
+        return PolicyDeniedError(
+            f"the helper refused {where}: {answer.text}; {POLICY_HINT}", **facts
+        )
+    if answer.step == "parse":
+        return HelperFailedError(
+            f"the helper {command.helper} rejected {where}: {answer.text}; if it belongs to "
+            "another version of procket-twisted, reinstall it with procket-twisted install-helper",
+            **facts,
+        )
+    return HelperFailedError(
+        f"the helper {command.helper} failed at its {answer.step} step: {answer.text}", **facts
+    )
+
+
+def _exit_error(exit_code: int, diagnostics: str, command: HelperCommand) -> ProcketError:
+    said = f": {diagnostics}" if diagnostics else ""
+    if exit_code < 0:
+        name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else str(-exit_code)
+        return HelperFailedError(
+            f"the helper {command.describe()} was killed by {name} before answering{said}",
+            step="reply",
+        )
+    if "sudo:" in diagnostics:
+        if "not found" in diagnostics:
+            return HelperNotFoundError(f"sudo cannot find the helper{said}", step="spawn")
+        return HelperNotPrivilegedError(
+            f"sudo refused to run the helper without a password{said}; allow it as root with: "
+            "procket-twisted install-helper --mode sudo [--group GROUP]",
+            step="spawn",
+        )
+    return HelperFailedError(
+        f"the helper {command.describe()} exited with status {exit_code} without answering{said}",
+        step="reply",
+    )
+
+
+def sockets_from_reply(
+    requests: Sequence[SocketRequest],
+    command: HelperCommand,
+    packets: Sequence[Packet],
+    exit_code: int,
+) -> List[socket.socket]:
+    """
+    The sockets the helper sent, checked against REQUESTS, given every packet it sent and its exit
+    code (``os.waitstatus_to_exitcode``). Every received fd is closed when an error is raised.
+
+    @raise ProcketError: the typed error for whatever went wrong.
+    """
+    fds = [fd for packet in packets for fd in packet.fds]
+    answers = [answer for answer in map(parse_answer, (p.data for p in packets)) if answer]
+    diagnostics = " ".join(
+        p.data.decode("utf-8", "replace").strip() for p in packets if parse_answer(p.data) is None
+    )[:_MAX_DIAGNOSTICS]
+    answer = answers[0] if answers else None
+    if answer is not None and answer.ok and exit_code == 0:
+        if any(p.truncated for p in packets) or answer.count != len(fds):
+            close_fds(fds)
+            raise HelperFailedError(
+                f"the helper said it sent {answer.count} sockets but {len(fds)} arrived",
+                step="reply",
+            )
+        return sockets_from_fds(fds, requests)
+    close_fds(fds)
+    if answer is not None and not answer.ok:
+        raise _answer_error(answer, requests, command)
+    raise _exit_error(exit_code, diagnostics, command)

@@ -1,0 +1,141 @@
+"""
+What to open: the one place that knows what a valid socket request is.
+
+A `SocketRequest` is checked when it is made, so a bad port or address fails in the caller's own
+line with a `ValueError` or `TypeError`, long before any helper runs. It renders itself as the
+helper's argument (`helper_argument`), and knows whether it needs privilege at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Tuple, Union
+
+__all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
+
+DEFAULT_BACKLOG = 128
+PROTOCOLS = ("tcp", "udp")
+
+#: What ``ip`` may be: a numeric address string, an ``ipaddress`` object, or the seed's tuple form
+#: (four bytes for IPv4, eight 16-bit groups for IPv6).
+IPAddressLike = Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address, Tuple[int, ...], None]
+
+
+def _parse_ip(ip: IPAddressLike) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+    if ip is None:
+        return ipaddress.IPv4Address("0.0.0.0")
+    if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return ip
+    if isinstance(ip, tuple):
+        return _parse_ip_tuple(ip)
+    if not isinstance(ip, str):
+        raise TypeError(f"ip must be a numeric address string or tuple, not {type(ip).__name__}")
+    try:
+        return ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValueError(
+            f"ip {ip!r} is not a numeric IPv4 or IPv6 address "
+            "(names such as 'localhost' are not resolved: use '127.0.0.1' or '::1')"
+        ) from None
+
+
+def _parse_ip_tuple(ip: Tuple[int, ...]) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+    if not all(isinstance(part, int) and not isinstance(part, bool) for part in ip):
+        raise TypeError(f"ip tuple {ip!r} must hold integers")
+    if len(ip) == 4 and all(0 <= part <= 255 for part in ip):
+        return ipaddress.IPv4Address(bytes(ip))
+    if len(ip) == 8 and all(0 <= part <= 0xFFFF for part in ip):
+        return ipaddress.IPv6Address(b"".join(part.to_bytes(2, "big") for part in ip))
+    raise ValueError(
+        f"ip tuple {ip!r} must be 4 numbers 0-255 (IPv4) or 8 numbers 0-65535 (IPv6)"
+    )
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be from {low} to {high}, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class SocketRequest:
+    """
+    One socket to open: a listening TCP socket or a bound UDP socket.
+
+    @param port: 0-65535 (0 lets the kernel choose).
+    @param protocol: ``"tcp"`` (bound and listening) or ``"udp"`` (bound).
+    @param ip: the local address: a numeric string, an ``ipaddress`` object, a 4- or 8-tuple, or
+        ``None`` for every IPv4 address. An IPv6 address makes an IPv6 socket.
+    @param backlog: the listen queue of a TCP socket (``None``: 128). Not for UDP.
+    @param v6only: for IPv6: ``True`` for IPv6 only, ``False`` for dual-stack (IPv4 too),
+        ``None`` for the system default (``net.ipv6.bindv6only``).
+    @raise TypeError: for a value of the wrong type.
+    @raise ValueError: for a value out of range, an unknown protocol, or an option that does not
+        apply (``backlog`` for UDP, ``v6only`` for IPv4).
+    """
+
+    port: int
+    protocol: str = "tcp"
+    ip: IPAddressLike = None
+    backlog: Optional[int] = None
+    v6only: Optional[bool] = None
+    address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        _check_int("port", self.port, 0, 65535)
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(
+                f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}"
+            )
+        address = _parse_ip(self.ip)
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "ip", str(address))
+        if self.backlog is not None:
+            if self.protocol != "tcp":
+                raise ValueError("backlog applies to tcp only")
+            _check_int("backlog", self.backlog, 0, 65535)
+        if self.v6only is not None:
+            if not isinstance(self.v6only, bool):
+                raise TypeError("v6only must be True, False or None")
+            if address.version != 6:
+                raise ValueError("v6only applies to IPv6 addresses only")
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        """``AF_INET`` or ``AF_INET6``, by the address."""
+        return socket.AF_INET6 if self.address.version == 6 else socket.AF_INET
+
+    @property
+    def type(self) -> socket.SocketKind:
+        """``SOCK_STREAM`` for TCP, ``SOCK_DGRAM`` for UDP."""
+        return socket.SOCK_STREAM if self.protocol == "tcp" else socket.SOCK_DGRAM
+
+    @property
+    def effective_backlog(self) -> int:
+        """The listen queue length that will be used."""
+        return DEFAULT_BACKLOG if self.backlog is None else self.backlog
+
+    def helper_argument(self) -> str:
+        """The helper's text for this socket, for example ``kind=tcp,family=inet,...``."""
+        parts = [
+            f"kind={self.protocol}",
+            f"family={'inet6' if self.address.version == 6 else 'inet'}",
+            f"addr={self.ip}",
+            f"port={self.port}",
+        ]
+        if self.protocol == "tcp":
+            parts.append(f"backlog={self.effective_backlog}")
+        if self.v6only is not None:
+            parts.append(f"v6only={int(self.v6only)}")
+        return ",".join(parts)
+
+    def describe(self) -> str:
+        """A short human description, for messages: ``tcp 127.0.0.1 port 80``."""
+        return f"{self.protocol} {self.ip} port {self.port}"
+

@@ -1,0 +1,154 @@
+"""
+Running the helper and waiting for it, blocking: the plain Python API's driver.
+
+The channel is a ``SOCK_SEQPACKET`` socket pair; the helper gets one end as its stdin, stdout and
+stderr (so anything sudo or the loader prints reaches us as diagnostics instead of the user's
+terminal). We wait on a pidfd and the channel together, up to the timeout; a helper still running
+then is killed with SIGKILL and reaped. Every path closes every fd it received and reaps the child.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import stat
+import threading
+import time
+from typing import List, Sequence, Tuple
+
+from ._errors import (
+    HelperFailedError,
+    HelperNotFoundError,
+    HelperTimeoutError,
+    PolicyDeniedError,
+    ProcketError,
+)
+from ._locate import INSTALL_HINT, HelperCommand
+from ._protocol import Packet, close_fds, helper_arguments, receive_packets
+from ._reply import sockets_from_reply
+from ._request import SocketRequest
+
+__all__ = ["run_helper", "spawn_error", "helper_argv"]
+
+
+def helper_argv(command: HelperCommand, requests: Sequence[SocketRequest]) -> List[str]:
+    """The whole argv of one helper run for REQUESTS."""
+    return list(command.argv) + helper_arguments(requests)
+
+
+def spawn_error(error: OSError, command: HelperCommand) -> ProcketError:
+    """The typed error for a helper that could not be started at all."""
+    path = command.executable
+    if error.errno == 2:  # ENOENT
+        return HelperNotFoundError(
+            f"the helper {path} (from {command.source}) does not exist; {INSTALL_HINT}, or fix "
+            f"{command.source}",
+            step="spawn",
+        )
+    if error.errno == 13:  # EACCES
+        reason = "this user may not execute it"
+        try:
+            info = os.stat(path)
+            if not info.st_mode & stat.S_IXOTH and info.st_mode & stat.S_IXGRP:
+                reason = (
+                    f"only root and members of group {info.st_gid} may run it (mode "
+                    f"{stat.S_IMODE(info.st_mode):o}); an administrator can add this user to "
+                    "that group (usermod -aG GROUP USER, then log in again)"
+                )
+            elif os.statvfs(path).f_flag & os.ST_NOEXEC:
+                reason = "its filesystem is mounted noexec"
+        except OSError:
+            pass
+        return PolicyDeniedError(
+            f"permission denied running the helper {path}: {reason}", step="spawn"
+        )
+    return HelperFailedError(
+        f"cannot start the helper {command.describe()}: {error.strerror}",
+        errno=error.errno,
+        step="spawn",
+    )
+
+
+def _start(command: HelperCommand, argv: List[str], channel: socket.socket) -> int:
+    fd = channel.fileno()
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target in (0, 1, 2)]
+    try:
+        return os.posix_spawn(command.executable, argv, os.environ, file_actions=actions)
+    except OSError as error:
+        raise spawn_error(error, command) from None
+
+
+def _stop(pid: int) -> bool:
+    """
+    SIGKILL the helper and reap it. Returns False when it runs as another user (through sudo) and
+    cannot be signalled: then a thread reaps it when its own watchdog ends it.
+    """
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        threading.Thread(target=os.waitpid, args=(pid, 0), name="procket-reaper", daemon=True).start()
+        return False
+    os.waitpid(pid, 0)
+    return True
+
+
+def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet], int]:
+    """Collect the helper's packets until it exits and reap it; stop it at the deadline."""
+    deadline = time.monotonic() + timeout
+    packets: List[Packet] = []
+    reaped = False
+    pidfd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(channel, select.POLLIN)
+        while True:
+            remaining = deadline - time.monotonic()
+            events = dict(poller.poll(remaining * 1000)) if remaining > 0 else {}
+            if not events:
+                reaped = True
+                killed = _stop(pid)
+                raise HelperTimeoutError(
+                    f"the helper did not answer within {timeout:g} s and was "
+                    + ("killed" if killed else "left to its own 5-second watchdog")
+                    + "; a loaded machine or a slow sudo may need a longer timeout",
+                    step="timeout",
+                )
+            if channel.fileno() in events:
+                packets.extend(receive_packets(channel)[0])
+            if pidfd in events:
+                break
+        _, status = os.waitpid(pid, 0)
+        reaped = True
+        packets.extend(receive_packets(channel)[0])
+        return packets, os.waitstatus_to_exitcode(status)
+    except BaseException:
+        if not reaped:
+            _stop(pid)
+        close_fds([fd for packet in packets for fd in packet.fds])
+        raise
+    finally:
+        os.close(pidfd)
+
+
+def run_helper(
+    command: HelperCommand, requests: Sequence[SocketRequest], timeout: float
+) -> List[socket.socket]:
+    """
+    Run the helper once for REQUESTS and return their sockets, in order.
+
+    @raise ProcketError: the typed error for whatever went wrong; nothing is left open or running.
+    """
+    argv = helper_argv(command, requests)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours:
+        try:
+            pid = _start(command, argv, theirs)
+        finally:
+            theirs.close()
+        packets, exit_code = _wait(pid, ours, timeout)
+    return sockets_from_reply(requests, command, packets, exit_code)
