@@ -50,10 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Say whether this user can get a privileged socket right now, through which "
         "helper, and if not, exactly what to run. Exit status 0 when it can.",
     )
-    check.add_argument("--progname", help="the helper command to check (default: PROCKET_HELPER, "
-                       "then the installed helper)")
-    check.add_argument("--port", type=_port, help="the privileged port to try (default: a free "
-                       "one from 1023 down)")
+    check.add_argument(
+        "--progname",
+        help="the helper command to check (default: PROCKET_HELPER, then the installed helper)",
+    )
+    check.add_argument(
+        "--port", type=_port, help="the privileged port to try (default: a free one from 1023 down)"
+    )
     return parser
 
 

@@ -58,7 +58,9 @@ def privilege_problems(helper: str) -> List[str]:
         return problems
     setuid = bool(info.st_mode & stat.S_ISUID)
     if info.st_uid != 0:
-        problems.append(f"{helper} is owned by uid {info.st_uid}, not root: run as root: {INSTALL_COMMAND}")
+        problems.append(
+            f"{helper} is owned by uid {info.st_uid}, not root: run as root: {INSTALL_COMMAND}"
+        )
     elif not setuid and not has_file_capabilities(helper):
         problems.append(
             f"{helper} is neither setuid root nor has file capabilities: run as root: "

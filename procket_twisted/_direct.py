@@ -39,11 +39,7 @@ def has_bind_capability() -> bool:
 
 def can_open_directly(request: SocketRequest) -> bool:
     """Whether REQUEST needs no privilege from this process."""
-    return (
-        request.port == 0
-        or request.port >= unprivileged_port_start()
-        or has_bind_capability()
-    )
+    return request.port == 0 or request.port >= unprivileged_port_start() or has_bind_capability()
 
 
 def open_directly(request: SocketRequest, index: int = 1) -> socket.socket:
@@ -74,4 +70,3 @@ def open_directly(request: SocketRequest, index: int = 1) -> socket.socket:
         sock.close()
         raise socket_error(step, error.errno or 0, request, index) from None
     return sock
-

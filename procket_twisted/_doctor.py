@@ -51,7 +51,9 @@ def _policy_line(helper: str) -> str:
     return f"{policy} (owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o})"
 
 
-def _probe(progname: Progname, port: Optional[int], say: Callable[[str], None]) -> Optional[ProcketError]:
+def _probe(
+    progname: Progname, port: Optional[int], say: Callable[[str], None]
+) -> Optional[ProcketError]:
     """Ask the helper for a listening socket on a privileged port; None when it worked."""
     ports = [port] if port is not None else list(range(1023, 1023 - _PROBE_ATTEMPTS, -1))
     failure: Optional[ProcketError] = None
@@ -67,8 +69,10 @@ def _probe(progname: Progname, port: Optional[int], say: Callable[[str], None]) 
         elapsed = (time.perf_counter() - started) * 1000
         with sock:
             owner = os.fstat(sock.fileno()).st_uid
-        say(f"- test: got a listening TCP socket on {_PROBE_ADDRESS} port {candidate} through the "
-            f"helper in {elapsed:.1f} ms, owned by uid {owner}")
+        say(
+            f"- test: got a listening TCP socket on {_PROBE_ADDRESS} port {candidate} through the "
+            f"helper in {elapsed:.1f} ms, owned by uid {owner}"
+        )
         return None
     return failure
 
@@ -84,8 +88,10 @@ def doctor(
     start = unprivileged_port_start()
     say(f"- ports from {start} up need no helper here (net.ipv4.ip_unprivileged_port_start)")
     if has_bind_capability():
-        say("- this process already holds CAP_NET_BIND_SERVICE: it binds any port itself, no helper "
-            "needed (procket_twisted does so without running one)")
+        say(
+            "- this process already holds CAP_NET_BIND_SERVICE: it binds any port itself, no helper "
+            "needed (procket_twisted does so without running one)"
+        )
         return 0
     say(f"- no_new_privs: {'SET (setuid helpers cannot work)' if no_new_privs() else 'not set'}")
     try:

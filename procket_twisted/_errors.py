@@ -57,7 +57,10 @@ class ProcketError(OSError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # Keep the keyword-only attributes when pickled (multiprocessing, trial's reporters).
-        return (_rebuild, (type(self), self.strerror, self.errno, self.step, self.index, self.detail))
+        return (
+            _rebuild,
+            (type(self), self.strerror, self.errno, self.step, self.index, self.detail),
+        )
 
 
 def _rebuild(

@@ -122,7 +122,9 @@ def _group_id(group: Optional[str]) -> Optional[int]:
     except KeyError:
         if group.isdigit():
             return int(group)
-        raise InstallError(f"there is no group {group!r}: create it first (groupadd {group})") from None
+        raise InstallError(
+            f"there is no group {group!r}: create it first (groupadd {group})"
+        ) from None
 
 
 def _capability_xattr() -> bytes:
@@ -254,7 +256,9 @@ def install_helper(
     sudoers = sudoers_file(prefix)
     if mode == "sudo":
         _write_sudoers(sudoers, helper, group, prefix)
-        done.append(f"wrote {sudoers}: {'group ' + group if group else 'every user'} may run it with sudo -n")
+        done.append(
+            f"wrote {sudoers}: {'group ' + group if group else 'every user'} may run it with sudo -n"
+        )
     elif os.path.exists(sudoers):
         os.unlink(sudoers)
         done.append(f"removed {sudoers}, left from an earlier --mode sudo install")
@@ -266,7 +270,9 @@ def install_helper(
         kept = f"kept the existing policy {policy}"
         done.append(kept if problem is None else f"{kept}, BUT the helper refuses it: {problem}")
     if any(not os.stat(p).st_mode & stat.S_IXOTH for p in (prefix, directory)):
-        done.append(f"warning: other users cannot enter {prefix}: chmod o+x the directories above the helper")
+        done.append(
+            f"warning: other users cannot enter {prefix}: chmod o+x the directories above the helper"
+        )
     if os.path.normpath(prefix) != DEFAULT_PREFIX:
         command = f"sudo -n {helper}" if mode == "sudo" else helper
         done.append(f"point programs at it with: export PROCKET_HELPER='{command}'")

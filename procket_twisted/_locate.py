@@ -32,7 +32,9 @@ INSTALLED_HELPERS = (
     "/usr/local/libexec/procket-twisted/procket-helper",
     "/usr/libexec/procket-twisted/procket-helper",
 )
-INSTALL_HINT = "install it as root with: procket-twisted install-helper (then check: procket-twisted doctor)"
+INSTALL_HINT = (
+    "install it as root with: procket-twisted install-helper (then check: procket-twisted doctor)"
+)
 
 #: What a ``progname`` may be: a command line (split with shlex) or an argv already split.
 Progname = Union[str, Sequence[str], None]
@@ -123,7 +125,9 @@ def find_helper(
         return _command(_split(progname, "progname"), "progname")
     configured = environ.get(HELPER_ENVIRONMENT_VARIABLE)
     if configured:
-        return _command(_split(configured, HELPER_ENVIRONMENT_VARIABLE), HELPER_ENVIRONMENT_VARIABLE)
+        return _command(
+            _split(configured, HELPER_ENVIRONMENT_VARIABLE), HELPER_ENVIRONMENT_VARIABLE
+        )
     for path in INSTALLED_HELPERS:
         if os.path.exists(path):
             sudo = shutil.which("sudo")

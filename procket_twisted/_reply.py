@@ -9,7 +9,7 @@ import errno as errnos
 import os
 import signal
 import socket
-from typing import List, Sequence
+from typing import List, Sequence, Type
 
 from ._diagnose import privilege_problems
 from ._errors import (
@@ -35,7 +35,9 @@ _SOCKET_STEPS = ("socket", "setsockopt", "bind", "listen")
 _MAX_DIAGNOSTICS = 600
 
 
-def socket_error(step: str, code: int, request: SocketRequest, index: int, detail: str = "") -> SocketError:
+def socket_error(
+    step: str, code: int, request: SocketRequest, index: int, detail: str = ""
+) -> SocketError:
     """The error for a failed socket call: what failed, the kernel's reason, and a hint."""
     hints = {
         "EADDRINUSE": f"something already uses {request.protocol} port {request.port} there "
@@ -56,34 +58,54 @@ def _answer_error(
 ) -> ProcketError:
     # Name the socket by what it is, not by its number: the caller may have sent the helper only
     # some of its sockets (the others were opened directly), so the numbers would mislead.
-    where = requests[answer.index - 1].describe() if 1 <= answer.index <= len(requests) else "the request"
-    facts = dict(errno=answer.errno, step=answer.step, index=answer.index, detail=answer.text)
+    where = (
+        requests[answer.index - 1].describe()
+        if 1 <= answer.index <= len(requests)
+        else "the request"
+    )
     if answer.step in _SOCKET_STEPS and 1 <= answer.index <= len(requests):
-        return socket_error(answer.step, answer.errno, requests[answer.index - 1], answer.index, answer.text)
+        return socket_error(
+            answer.step, answer.errno, requests[answer.index - 1], answer.index, answer.text
+        )
     if answer.step == "privilege":
         problems = privilege_problems(command.helper) or [answer.text]
-        return HelperNotPrivilegedError(
-            f"the helper {command.helper} is not privileged: {'; '.join(problems)}", **facts
+        return _from_answer(
+            HelperNotPrivilegedError,
+            f"the helper {command.helper} is not privileged: {'; '.join(problems)}",
+            answer,
         )
     if answer.step == "policy":
-        return PolicyDeniedError(
-            f"the helper refused {where}: {answer.text}; {POLICY_HINT}", **facts
+        return _from_answer(
+            PolicyDeniedError, f"the helper refused {where}: {answer.text}; {POLICY_HINT}", answer
         )
     if answer.step == "parse":
-        return HelperFailedError(
+        return _from_answer(
+            HelperFailedError,
             f"the helper {command.helper} rejected {where}: {answer.text}; if it belongs to "
             "another version of procket-twisted, reinstall it with procket-twisted install-helper",
-            **facts,
+            answer,
         )
-    return HelperFailedError(
-        f"the helper {command.helper} failed at its {answer.step} step: {answer.text}", **facts
+    return _from_answer(
+        HelperFailedError,
+        f"the helper {command.helper} failed at its {answer.step} step: {answer.text}",
+        answer,
+    )
+
+
+def _from_answer(kind: Type[ProcketError], message: str, answer: Answer) -> ProcketError:
+    return kind(
+        message, errno=answer.errno, step=answer.step, index=answer.index, detail=answer.text
     )
 
 
 def _exit_error(exit_code: int, diagnostics: str, command: HelperCommand) -> ProcketError:
     said = f": {diagnostics}" if diagnostics else ""
     if exit_code < 0:
-        name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else str(-exit_code)
+        name = (
+            signal.Signals(-exit_code).name
+            if -exit_code in signal.valid_signals()
+            else str(-exit_code)
+        )
         return HelperFailedError(
             f"the helper {command.describe()} was killed by {name} before answering{said}",
             step="reply",

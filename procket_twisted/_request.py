@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 __all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
 
@@ -48,9 +48,7 @@ def _parse_ip_tuple(ip: Tuple[int, ...]) -> Union[ipaddress.IPv4Address, ipaddre
         return ipaddress.IPv4Address(bytes(ip))
     if len(ip) == 8 and all(0 <= part <= 0xFFFF for part in ip):
         return ipaddress.IPv6Address(b"".join(part.to_bytes(2, "big") for part in ip))
-    raise ValueError(
-        f"ip tuple {ip!r} must be 4 numbers 0-255 (IPv4) or 8 numbers 0-65535 (IPv6)"
-    )
+    raise ValueError(f"ip tuple {ip!r} must be 4 numbers 0-255 (IPv4) or 8 numbers 0-65535 (IPv6)")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> int:
@@ -138,4 +136,3 @@ class SocketRequest:
     def describe(self) -> str:
         """A short human description, for messages: ``tcp 127.0.0.1 port 80``."""
         return f"{self.protocol} {self.ip} port {self.port}"
-

@@ -90,7 +90,9 @@ def _stop(pid: int) -> bool:
     except ProcessLookupError:
         pass
     except PermissionError:
-        threading.Thread(target=os.waitpid, args=(pid, 0), name="procket-reaper", daemon=True).start()
+        threading.Thread(
+            target=os.waitpid, args=(pid, 0), name="procket-reaper", daemon=True
+        ).start()
         return False
     os.waitpid(pid, 0)
     return True

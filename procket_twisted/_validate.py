@@ -77,6 +77,6 @@ def sockets_from_fds(fds: Sequence[int], requests: Sequence[SocketRequest]) -> L
     except BaseException:
         for sock in sockets:
             sock.close()
-        close_fds(fds[len(sockets):])
+        close_fds(fds[len(sockets) :])
         raise
     return sockets

@@ -1,0 +1,240 @@
+"""
+Shared test machinery: installing the real helper into a temporary prefix, and running code as an
+unprivileged user against it.
+
+Privileged tests need root (to install a setuid helper and to switch to the test user). Without
+root they skip with the reason; with ``PROCKET_REQUIRE_PRIVILEGED_TESTS=1`` (as CI sets) they fail
+instead, so a skip can never pass unseen.
+
+The unprivileged side runs ``sys.executable`` under ``setpriv`` as ``nobody``: the interpreter,
+its venv and the installed package must be readable by that user, which ``scripts/test`` ensures
+by building a venv in a world-readable temporary directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+REQUIRE_VARIABLE = "PROCKET_REQUIRE_PRIVILEGED_TESTS"
+TEST_USER = "nobody"
+TEST_UID = pwd.getpwnam(TEST_USER).pw_uid
+TEST_GID = pwd.getpwnam(TEST_USER).pw_gid
+
+#: Code run before every unprivileged snippet: JSON output and leak snapshots.
+PRELUDE = """\
+import errno, json, os, socket, sys
+import procket_twisted
+from procket_twisted import *
+
+def open_fds():
+    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+
+def children():
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                found.append(int(pid))
+    return found
+
+def error_facts(error):
+    return {"type": type(error).__name__, "errno": error.errno, "step": error.step,
+            "index": error.index, "message": str(error)}
+
+def report(value):
+    print(json.dumps(value))
+"""
+
+
+def require_privileged_reason() -> Optional[str]:
+    """Why privileged tests cannot run here, or None when they can."""
+    return _privileged_reason()
+
+
+@functools.lru_cache(maxsize=None)
+def _privileged_reason() -> Optional[str]:
+    if os.geteuid() != 0:
+        return "needs root, to install a setuid helper and run the client as another user"
+    if shutil.which("setpriv") is None:
+        return "needs setpriv (util-linux) to run the client as an unprivileged user"
+    probe = _run_unprivileged_raw("import procket_twisted, twisted", {}, timeout=60)
+    if probe.returncode != 0:
+        return (
+            f"{TEST_USER} cannot import procket_twisted with {sys.executable}: run the suite "
+            "with scripts/test, which builds a venv every user can read "
+            f"({probe.stderr.strip()[-300:]})"
+        )
+    return None
+
+
+def skip_unless_privileged(testcase: unittest.TestCase) -> None:
+    """Skip TESTCASE when privileged tests cannot run (fail instead when CI requires them)."""
+    reason = require_privileged_reason()
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_VARIABLE) == "1":
+        testcase.fail(f"privileged tests are required ({REQUIRE_VARIABLE}=1) but {reason}")
+    raise unittest.SkipTest(reason)
+
+
+def cli_command() -> List[str]:
+    """The installed ``procket-twisted`` command for this interpreter."""
+    script = os.path.join(os.path.dirname(sys.executable), "procket-twisted")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-m", "procket_twisted._cli"]
+
+
+@dataclass
+class Prefix:
+    """A temporary install of the helper."""
+
+    path: str
+    directory: str
+    helper: str
+    policy: str
+
+    def write_policy(self, text: str, mode: int = 0o644) -> None:
+        """Replace the policy with TEXT (owned by root, MODE)."""
+        with open(self.policy, "w", encoding="ascii") as stream:
+            stream.write(textwrap.dedent(text))
+        os.chown(self.policy, 0, 0)
+        os.chmod(self.policy, mode)
+
+
+def install_prefix(
+    testcase: unittest.TestCase,
+    *options: str,
+    policy: Optional[str] = None,
+) -> Prefix:
+    """
+    Install the helper with ``procket-twisted install-helper --prefix TMP OPTIONS...`` into a
+    fresh temporary prefix (removed after the test), optionally with policy text.
+    """
+    path = tempfile.mkdtemp(prefix="procket-prefix-")
+    os.chmod(path, 0o755)
+    testcase.addCleanup(shutil.rmtree, path, True)
+    result = subprocess.run(
+        cli_command() + ["install-helper", "--prefix", path, *options],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        testcase.fail(f"install-helper failed: {result.stdout}{result.stderr}")
+    directory = os.path.join(path, "libexec", "procket-twisted")
+    prefix = Prefix(
+        path,
+        directory,
+        os.path.join(directory, "procket-helper"),
+        os.path.join(directory, "policy"),
+    )
+    if policy is not None:
+        prefix.write_policy(policy)
+    return prefix
+
+
+def _environment(extra: Mapping[str, str]) -> Dict[str, str]:
+    environment = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    environment.update(extra)
+    return environment
+
+
+def run_command_unprivileged(
+    argv: List[str],
+    environment: Mapping[str, str],
+    timeout: float = 60,
+    setpriv_options: Iterable[str] = (),
+    uid: int = TEST_UID,
+    gid: int = TEST_GID,
+) -> subprocess.CompletedProcess:
+    """Run ARGV as UID:GID (no supplementary groups) with a minimal ENVIRONMENT, from /."""
+    command = [
+        "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+        *setpriv_options, "--", *argv,
+    ]  # fmt: skip
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=_environment(environment),
+        timeout=timeout,
+    )
+
+
+def _run_unprivileged_raw(
+    code: str,
+    environment: Mapping[str, str],
+    timeout: float = 60,
+    setpriv_options: Iterable[str] = (),
+    uid: int = TEST_UID,
+    gid: int = TEST_GID,
+) -> subprocess.CompletedProcess:
+    return run_command_unprivileged(
+        [sys.executable, "-c", code], environment, timeout, setpriv_options, uid, gid
+    )
+
+
+def run_unprivileged(
+    testcase: unittest.TestCase,
+    code: str,
+    environment: Optional[Mapping[str, str]] = None,
+    setpriv_options: Iterable[str] = (),
+    timeout: float = 60,
+    uid: int = TEST_UID,
+    gid: int = TEST_GID,
+) -> Any:
+    """
+    Run CODE (after `PRELUDE`) as UID:GID (default: the test user) and return the JSON value of
+    its last stdout line; fail the test with its output when it exits non-zero.
+    """
+    program = PRELUDE + textwrap.dedent(code)
+    result = _run_unprivileged_raw(program, environment or {}, timeout, setpriv_options, uid, gid)
+    if result.returncode != 0:
+        testcase.fail(
+            f"unprivileged code failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    lines = result.stdout.strip().splitlines()
+    if not lines:
+        testcase.fail(f"unprivileged code printed nothing; stderr: {result.stderr}")
+    return json.loads(lines[-1])
+
+
+def free_port(low: int = 600, high: int = 1000) -> int:
+    """A privileged TCP and UDP port that nothing on 127.0.0.1 or ::1 uses now (as root)."""
+    import random
+    import socket
+
+    for port in random.sample(range(low, high), high - low):
+        probes = []
+        try:
+            for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    probe = socket.socket(family, kind)
+                    probes.append(probe)
+                    if family == socket.AF_INET6:
+                        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    probe.bind((address, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError("no free privileged port")
