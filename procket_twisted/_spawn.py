@@ -116,7 +116,7 @@ def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet
                 killed = _stop(pid)
                 raise HelperTimeoutError(
                     f"the helper did not answer within {timeout:g} s and was "
-                    + ("killed" if killed else "left to its own 5-second watchdog")
+                    + ("killed" if killed else "left to its own 10-second watchdog")
                     + "; a loaded machine or a slow sudo may need a longer timeout",
                     step="timeout",
                 )
