@@ -5,7 +5,7 @@ The plain, blocking API: privileged sockets for any Python program, no Twisted n
 from __future__ import annotations
 
 import socket
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ._direct import can_open_directly, open_directly
 from ._errors import ProcketError, SocketError
@@ -14,7 +14,15 @@ from ._protocol import MAX_SOCKETS
 from ._request import IPAddressLike, SocketRequest
 from ._spawn import run_helper
 
-__all__ = ["listen", "listen_many", "DEFAULT_TIMEOUT"]
+__all__ = [
+    "listen",
+    "listen_many",
+    "DEFAULT_TIMEOUT",
+    "check_batch",
+    "open_what_needs_no_privilege",
+    "renumber",
+    "close_sockets",
+]
 
 #: Seconds to wait for the helper. It answers in about a millisecond; sudo may take longer.
 DEFAULT_TIMEOUT = 5.0
@@ -25,6 +33,62 @@ def _check_timeout(timeout: float) -> float:
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     return float(timeout)
+
+
+def check_batch(requests: Iterable[SocketRequest], timeout: float) -> List[SocketRequest]:
+    """
+    REQUESTS as a list, checked (1 to 253 `SocketRequest` objects, a positive TIMEOUT).
+
+    @raise TypeError: for something that is not a SocketRequest.
+    @raise ValueError: for a count or timeout out of range.
+    """
+    wanted = list(requests)
+    for request in wanted:
+        if not isinstance(request, SocketRequest):
+            raise TypeError(f"requests must be SocketRequest objects, not {type(request).__name__}")
+    if not 1 <= len(wanted) <= MAX_SOCKETS:
+        raise ValueError(f"ask for 1 to {MAX_SOCKETS} sockets per call, not {len(wanted)}")
+    _check_timeout(timeout)
+    return wanted
+
+
+def open_what_needs_no_privilege(
+    wanted: List[SocketRequest], direct: bool
+) -> Tuple[Dict[int, socket.socket], List[int]]:
+    """
+    Open in this process the requests that need no privilege here (when DIRECT), and return them by
+    position, with the positions left for the helper. Closes what it opened if it raises.
+    """
+    opened: Dict[int, socket.socket] = {}
+    privileged: List[int] = []
+    try:
+        for position, request in enumerate(wanted):
+            if not (direct and can_open_directly(request)):
+                privileged.append(position)
+                continue
+            try:
+                opened[position] = open_directly(request, position + 1)
+            except SocketError as error:
+                if error.errno not in _DENIED:
+                    raise
+                privileged.append(position)
+    except BaseException:
+        close_sockets(opened.values())
+        raise
+    return opened, privileged
+
+
+def renumber(error: ProcketError, privileged: List[int]) -> ProcketError:
+    """ERROR with its socket index turned from the helper's numbering into the caller's."""
+    if 1 <= error.index <= len(privileged):
+        error.index = privileged[error.index - 1] + 1
+    return error
+
+
+def close_sockets(sockets: Iterable[socket.socket]) -> None:
+    """Close every socket of SOCKETS."""
+    for sock in sockets:
+        sock.close()
 
 
 def listen_many(
@@ -45,38 +109,18 @@ def listen_many(
     @raise ProcketError: on any failure; then no socket stays open and no helper is left running.
         ``error.index`` is the 1-based position in REQUESTS of the socket that failed (or 0).
     """
-    wanted = list(requests)
-    for request in wanted:
-        if not isinstance(request, SocketRequest):
-            raise TypeError(f"requests must be SocketRequest objects, not {type(request).__name__}")
-    if not 1 <= len(wanted) <= MAX_SOCKETS:
-        raise ValueError(f"ask for 1 to {MAX_SOCKETS} sockets per call, not {len(wanted)}")
-    timeout = _check_timeout(timeout)
-    opened: Dict[int, socket.socket] = {}
+    wanted = check_batch(requests, timeout)
+    opened, privileged = open_what_needs_no_privilege(wanted, direct)
     try:
-        privileged = []
-        for position, request in enumerate(wanted):
-            if not (direct and can_open_directly(request)):
-                privileged.append(position)
-                continue
-            try:
-                opened[position] = open_directly(request, position + 1)
-            except SocketError as error:
-                if error.errno not in _DENIED:
-                    raise
-                privileged.append(position)
         if privileged:
             command = find_helper(progname)
             try:
                 sockets = run_helper(command, [wanted[p] for p in privileged], timeout)
             except ProcketError as error:
-                if 1 <= error.index <= len(privileged):
-                    error.index = privileged[error.index - 1] + 1
-                raise
+                raise renumber(error, privileged) from None
             opened.update(zip(privileged, sockets))
     except BaseException:
-        for sock in opened.values():
-            sock.close()
+        close_sockets(opened.values())
         raise
     return [opened[position] for position in range(len(wanted))]
 

@@ -1,5 +1,6 @@
 """
-The ``procket-twisted`` command: ``install-helper`` (as root) and ``doctor`` (as anyone).
+The ``procket-twisted`` command: ``install-helper`` (as root), ``doctor`` (as anyone) and
+``plugin-cache`` (as the user who installed the package).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import List, Optional
 
 from ._doctor import doctor
 from ._install import DEFAULT_PREFIX, MODES, InstallError, install_helper
+from ._plugin_cache import regenerate_plugin_cache
 
 __all__ = ["main"]
 
@@ -44,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         default="setuid",
         help="setuid root (default), file capabilities, or a sudoers rule for sudo -n",
     )
+    commands.add_parser(
+        "plugin-cache",
+        help="regenerate Twisted's plugin cache (as the user who installed the package)",
+        description="Rewrite Twisted's dropin.cache files, so that users who cannot write them "
+        "stop seeing 'Unable to write to plugin cache' on every run. install-helper does it too.",
+    )
     check = commands.add_parser(
         "doctor",
         help="can this user get a privileged socket now? (as the user)",
@@ -70,6 +78,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         except (InstallError, OSError) as error:
             print(f"procket-twisted install-helper: error: {error}", file=sys.stderr)
             return 1
+        return 0
+    if options.command == "plugin-cache":
+        for line in regenerate_plugin_cache():
+            print(line)
         return 0
     return doctor(options.progname, options.port)
 

@@ -23,6 +23,8 @@ import subprocess
 import tempfile
 from typing import List, Optional
 
+from ._plugin_cache import regenerate_plugin_cache
+
 __all__ = [
     "InstallError",
     "install_helper",
@@ -276,5 +278,6 @@ def install_helper(
     if os.path.normpath(prefix) != DEFAULT_PREFIX:
         command = f"sudo -n {helper}" if mode == "sudo" else helper
         done.append(f"point programs at it with: export PROCKET_HELPER='{command}'")
+    done.extend(regenerate_plugin_cache())
     done.append("check it as the user who will use it: procket-twisted doctor")
     return done

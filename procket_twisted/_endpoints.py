@@ -1,0 +1,248 @@
+"""
+Twisted endpoints whose sockets come from the helper: a stream server endpoint (``procket:tcp``,
+``procket:tcp6``, TLS on top for ``procket:ssl``), a datagram server endpoint (``procket:udp``),
+single-use endpoints for sockets already acquired, and the adoption step they all share.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, List
+
+from twisted.internet import defer, error, fdesc
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._api import DEFAULT_TIMEOUT
+from ._errors import ProcketError
+from ._interfaces import IDatagramServerEndpoint
+from ._locate import Progname
+from ._reactor_client import acquireSockets
+from ._request import SocketRequest
+
+__all__ = [
+    "ProcketServerEndpoint",
+    "ProcketDatagramServerEndpoint",
+    "TLSServerEndpoint",
+    "AdoptedDatagramServerEndpoint",
+    "adoptSocket",
+    "acquireEndpoints",
+]
+
+DEFAULT_STREAM_BACKLOG = 50  # Twisted's tcp: default
+DEFAULT_MAX_PACKET_SIZE = 8192  # Twisted's udp default
+
+
+def adoptSocket(
+    reactor: Any,
+    sock: socket.socket,
+    factoryOrProtocol: Any,
+    maxPacketSize: int = DEFAULT_MAX_PACKET_SIZE,
+) -> IListeningPort:
+    """
+    Hand SOCK to the reactor: a listening stream socket serves FACTORYORPROTOCOL (a factory), a
+    datagram socket delivers to it (a ``DatagramProtocol``). SOCK is closed in every case; the
+    reactor keeps its own descriptor.
+    """
+    try:
+        sock.setblocking(False)
+        port: IListeningPort
+        if sock.type == socket.SOCK_STREAM:
+            port = reactor.adoptStreamPort(sock.fileno(), sock.family, factoryOrProtocol)
+        else:
+            port = reactor.adoptDatagramPort(
+                sock.fileno(), sock.family, factoryOrProtocol, maxPacketSize
+            )
+        return port
+    finally:
+        sock.close()
+
+
+class _HelperEndpoint:
+    """What the stream and datagram endpoints share: one request, acquired on each listen."""
+
+    #: Where sockets come from; `procket_twisted.testing` replaces it with a fake helper.
+    _acquire = staticmethod(acquireSockets)
+
+    def __init__(
+        self, reactor: Any, request: SocketRequest, progname: Progname, timeout: float, direct: bool
+    ) -> None:
+        self._reactor = reactor
+        self._request = request
+        self._progname = progname
+        self._timeout = timeout
+        self._direct = direct
+
+    def _listen(self, adopt: Any) -> defer.Deferred[IListeningPort]:
+        acquired = self._acquire(
+            self._reactor,
+            [self._request],
+            progname=self._progname,
+            timeout=self._timeout,
+            direct=self._direct,
+        )
+        return acquired.addCallbacks(lambda sockets: adopt(sockets[0]), self._cannotListen)
+
+    def _cannotListen(self, failure: Failure) -> Failure:
+        failure.trap(ProcketError)
+        return Failure(error.CannotListenError(self._request.ip, self._request.port, failure.value))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._request.describe()}>"
+
+
+@implementer(IStreamServerEndpoint)
+class ProcketServerEndpoint(_HelperEndpoint):
+    """
+    A TCP server endpoint on any port, for an unprivileged process: ``procket:tcp:80``.
+
+    Each ``listen`` asks the helper for a new listening socket (without blocking the reactor) and
+    adopts it, so the endpoint can listen again after ``stopListening``, like ``tcp:``'s.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        port: int,
+        interface: str = "",
+        backlog: int = DEFAULT_STREAM_BACKLOG,
+        *,
+        progname: Progname = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        direct: bool = True,
+    ) -> None:
+        """
+        @param interface: a numeric local address; ``""`` is every IPv4 address.
+        @param progname: the helper command (see `procket_twisted.listen`).
+        @raise ValueError: for a bad port, interface or backlog.
+        """
+        request = SocketRequest(port, "tcp", interface or None, backlog)
+        super().__init__(reactor, request, progname, timeout, direct)
+
+    def listen(self, protocolFactory: Any) -> defer.Deferred[IListeningPort]:
+        """
+        @return: a Deferred firing with the ``IListeningPort``, or failing with
+            ``CannotListenError`` whose ``socketError`` is the `ProcketError` (with its errno).
+            Cancelling it kills the helper.
+        """
+        return self._listen(lambda sock: adoptSocket(self._reactor, sock, protocolFactory))
+
+
+@implementer(IDatagramServerEndpoint)
+class ProcketDatagramServerEndpoint(_HelperEndpoint):
+    """A UDP endpoint on any port, for an unprivileged process: ``procket:udp:53``."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        port: int,
+        interface: str = "",
+        maxPacketSize: int = DEFAULT_MAX_PACKET_SIZE,
+        *,
+        progname: Progname = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        direct: bool = True,
+    ) -> None:
+        """
+        @raise ValueError: for a bad port, interface or packet size.
+        """
+        request = SocketRequest(port, "udp", interface or None)
+        if not isinstance(maxPacketSize, int) or maxPacketSize < 1:
+            raise ValueError(f"maxPacketSize must be a positive integer, not {maxPacketSize!r}")
+        super().__init__(reactor, request, progname, timeout, direct)
+        self._maxPacketSize = maxPacketSize
+
+    def listen(self, protocol: Any) -> defer.Deferred[IListeningPort]:
+        """
+        @return: a Deferred firing with the ``IListeningPort`` delivering to PROTOCOL, or
+            failing with ``CannotListenError``.
+        """
+        return self._listen(
+            lambda sock: adoptSocket(self._reactor, sock, protocol, self._maxPacketSize)
+        )
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """TLS on top of another stream server endpoint (``procket:ssl:443``)."""
+
+    def __init__(self, wrapped: Any, contextFactory: Any) -> None:
+        self._wrapped = wrapped
+        self._contextFactory = contextFactory
+
+    def listen(self, protocolFactory: Any) -> defer.Deferred[IListeningPort]:
+        """Listen on the wrapped endpoint with PROTOCOLFACTORY behind TLS."""
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return self._wrapped.listen(  # type: ignore[no-any-return]
+            TLSMemoryBIOFactory(self._contextFactory, False, protocolFactory)
+        )
+
+
+@implementer(IDatagramServerEndpoint)
+class AdoptedDatagramServerEndpoint:
+    """
+    A datagram endpoint for a descriptor already acquired: the counterpart of Twisted's
+    ``AdoptedStreamServerEndpoint``. Single use: a second ``listen`` fails with
+    ``AlreadyListened``; the descriptor is closed after adoption.
+    """
+
+    _close = staticmethod(os.close)
+    _setNonBlocking = staticmethod(fdesc.setNonBlocking)
+
+    def __init__(
+        self,
+        reactor: Any,
+        fileno: int,
+        addressFamily: int,
+        maxPacketSize: int = DEFAULT_MAX_PACKET_SIZE,
+    ) -> None:
+        self.reactor = reactor
+        self.fileno = fileno
+        self.addressFamily = addressFamily
+        self.maxPacketSize = maxPacketSize
+        self._used = False
+
+    def listen(self, protocol: Any) -> defer.Deferred[IListeningPort]:
+        """Adopt the descriptor for PROTOCOL, once."""
+        if self._used:
+            return defer.fail(error.AlreadyListened())
+        self._used = True
+        try:
+            self._setNonBlocking(self.fileno)
+            port = self.reactor.adoptDatagramPort(
+                self.fileno, self.addressFamily, protocol, self.maxPacketSize
+            )
+            self._close(self.fileno)
+        except BaseException:
+            return defer.fail()
+        return defer.succeed(port)
+
+
+def _adopted(reactor: Any, sock: socket.socket) -> Any:
+    family = sock.family
+    if sock.type == socket.SOCK_STREAM:
+        return AdoptedStreamServerEndpoint(reactor, sock.detach(), family)
+    return AdoptedDatagramServerEndpoint(reactor, sock.detach(), family)
+
+
+def acquireEndpoints(
+    reactor: Any,
+    requests: List[SocketRequest],
+    *,
+    progname: Progname = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    direct: bool = True,
+) -> defer.Deferred[List[Any]]:
+    """
+    Many sockets from one helper run (a honeypot's dozens of ports), as single-use endpoints:
+    ``AdoptedStreamServerEndpoint`` for TCP, `AdoptedDatagramServerEndpoint` for UDP, in request
+    order. Listen on each once; each owns its descriptor until then.
+    """
+    acquired = _HelperEndpoint._acquire(
+        reactor, requests, progname=progname, timeout=timeout, direct=direct
+    )
+    return acquired.addCallback(lambda sockets: [_adopted(reactor, s) for s in sockets])

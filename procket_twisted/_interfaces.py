@@ -1,0 +1,19 @@
+"""
+The interface Twisted lacks: a datagram server endpoint (Twisted issue 4471).
+"""
+
+from zope.interface import Interface
+
+__all__ = ["IDatagramServerEndpoint"]
+
+
+class IDatagramServerEndpoint(Interface):
+    """A place to receive datagrams, like ``IStreamServerEndpoint`` is a place to accept streams."""
+
+    def listen(protocol):  # type: ignore[no-untyped-def]  # noqa: N805 (zope interface style)
+        """
+        Bind PROTOCOL (a ``DatagramProtocol``) to this endpoint.
+
+        @return: a Deferred firing with an ``IListeningPort``, or failing with
+            ``CannotListenError``.
+        """

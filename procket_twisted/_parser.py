@@ -1,0 +1,252 @@
+"""
+Endpoint strings: ``procket:tcp:80``, ``procket:tcp6:443:interface=\\:\\:1``,
+``procket:ssl:443:privateKey=key.pem:certKey=cert.pem``, and for datagrams ``procket:udp:53``.
+
+The stream forms work wherever Twisted takes a server endpoint string (``serverFromString``,
+``twistd web --listen``), through the plugin in ``twisted/plugins/``. The keywords and their order
+are those of Twisted's ``tcp:``, ``tcp6:`` and ``ssl:``, plus ``progname`` (the helper command) and
+``timeout`` (seconds). Every malformed string raises ``ValueError`` naming the bad part.
+
+This module must stay import-light: the plugin imports it whenever Twisted looks for endpoint
+parsers, before ``twistd`` has chosen its reactor, so nothing here may import the reactor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence, Tuple
+
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from ._api import DEFAULT_TIMEOUT
+from ._endpoints import (
+    DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_STREAM_BACKLOG,
+    ProcketDatagramServerEndpoint,
+    ProcketServerEndpoint,
+    TLSServerEndpoint,
+)
+
+__all__ = ["ProcketServerParser", "datagramEndpointFromString", "splitDescription"]
+
+PREFIX = "procket"
+_STREAM_ARGUMENTS = ("port", "interface", "backlog")
+_TLS_ARGUMENTS = (
+    "port", "privateKey", "certKey", "sslmethod", "interface", "backlog",
+    "extraCertChain", "dhParameters",
+)  # fmt: skip
+_DATAGRAM_ARGUMENTS = ("port", "interface", "maxPacketSize")
+_HELPER_KEYWORDS = ("progname", "timeout")
+_USAGE = (
+    "use procket:tcp:PORT, procket:tcp6:PORT or procket:ssl:PORT:privateKey=KEY:certKey=CERT "
+    "(and procket:udp:PORT with datagramEndpointFromString)"
+)
+
+
+def _bind(
+    where: str, names: Sequence[str], args: Sequence[str], kwargs: Dict[str, str]
+) -> Dict[str, str]:
+    """Positional ARGS and keyword KWARGS as one mapping, in Twisted's order for NAMES."""
+    if len(args) > len(names):
+        extra = ":".join(args[len(names) :])
+        raise ValueError(f"{where}: unexpected value {extra!r}; name it, for example interface=...")
+    values = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names and key not in _HELPER_KEYWORDS:
+            known = ", ".join(list(names) + list(_HELPER_KEYWORDS))
+            raise ValueError(f"{where}: unknown keyword {key!r} (known: {known})")
+        if key in values:
+            raise ValueError(f"{where}: {key} is given twice")
+        values[key] = value
+    if "port" not in values:
+        raise ValueError(f"{where}: no port given, as in {where}:80")
+    return values
+
+
+def _number(where: str, name: str, text: str, low: int, high: int) -> int:
+    if not text.isdigit() or not low <= int(text) <= high or (len(text) > 1 and text[0] == "0"):
+        raise ValueError(f"{where}: {name} {text!r} is not a number from {low} to {high}")
+    return int(text)
+
+
+def _helper_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
+    options: Dict[str, Any] = {"progname": values.get("progname") or None}
+    timeout = values.get("timeout")
+    options["timeout"] = DEFAULT_TIMEOUT
+    if timeout is not None:
+        try:
+            options["timeout"] = float(timeout)
+        except ValueError:
+            raise ValueError(f"{where}: timeout {timeout!r} is not a number of seconds") from None
+        if not options["timeout"] > 0:
+            raise ValueError(f"{where}: timeout must be more than 0 seconds, not {timeout!r}")
+    return options
+
+
+def _interface(where: str, values: Dict[str, str], ipv6: bool) -> str:
+    interface = values.get("interface", "::" if ipv6 else "")
+    if ipv6 and ":" not in interface:
+        raise ValueError(f"{where}: interface {interface!r} is not an IPv6 address")
+    return interface
+
+
+def _checked(where: str, build: Any) -> Any:
+    """BUILD(), with its ValueError or TypeError prefixed by WHERE."""
+    try:
+        return build()
+    except (ValueError, TypeError) as problem:
+        raise ValueError(f"{where}: {problem}") from None
+
+
+def _stream_endpoint(
+    reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str]
+) -> Any:
+    where = f"{PREFIX}:{protocol}"
+    values = _bind(where, _STREAM_ARGUMENTS, args, kwargs)
+    port = _number(where, "port", values["port"], 0, 65535)
+    backlog = _number(
+        where, "backlog", values.get("backlog", str(DEFAULT_STREAM_BACKLOG)), 0, 65535
+    )
+    interface = _interface(where, values, protocol == "tcp6")
+    options = _helper_options(where, values)
+    return _checked(
+        where, lambda: ProcketServerEndpoint(reactor, port, interface, backlog, **options)
+    )
+
+
+def _tls_endpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> Any:
+    where = f"{PREFIX}:ssl"
+    values = _bind(where, _TLS_ARGUMENTS, args, kwargs)
+    stream = _stream_endpoint(
+        reactor,
+        "tcp",
+        [],
+        {k: v for k, v in values.items() if k in _STREAM_ARGUMENTS + _HELPER_KEYWORDS},
+    )
+    tls = {k: v for k, v in values.items() if k in _TLS_ARGUMENTS and k not in _STREAM_ARGUMENTS}
+    try:
+        # Twisted's own ssl: parser builds the context, so every TLS keyword means what it means
+        # there. It is private to Twisted; a test pins its signature.
+        from twisted.internet.endpoints import _parseSSL
+    except ImportError:  # pragma: no cover - Twisted without the ssl: parser
+        raise ValueError(f"{where}: this Twisted cannot build TLS contexts") from None
+    try:
+        (_, _, contextFactory), _ = _parseSSL(None, values["port"], **tls)
+    except ImportError:
+        raise ValueError(
+            f"{where}: TLS needs pyOpenSSL: pip install 'procket-twisted[tls]'"
+        ) from None
+    except OSError as problem:
+        raise ValueError(f"{where}: cannot read {problem.filename}: {problem.strerror}") from None
+    except Exception as problem:
+        raise ValueError(f"{where}: bad TLS material: {problem}") from None
+    return TLSServerEndpoint(stream, contextFactory)
+
+
+def _datagram_endpoint(
+    reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str]
+) -> Any:
+    where = f"{PREFIX}:{protocol}"
+    values = _bind(where, _DATAGRAM_ARGUMENTS, args, kwargs)
+    port = _number(where, "port", values["port"], 0, 65535)
+    size = values.get("maxPacketSize", str(DEFAULT_MAX_PACKET_SIZE))
+    maxPacketSize = _number(where, "maxPacketSize", size, 1, 65535)
+    interface = _interface(where, values, protocol == "udp6")
+    options = _helper_options(where, values)
+    return _checked(
+        where,
+        lambda: ProcketDatagramServerEndpoint(reactor, port, interface, maxPacketSize, **options),
+    )
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class ProcketServerParser:
+    """The ``procket:`` prefix for Twisted's server endpoint strings."""
+
+    prefix = PREFIX
+
+    def parseStreamServer(
+        self, reactor: IReactorCore, *args: object, **kwargs: object
+    ) -> IStreamServerEndpoint:
+        """
+        The endpoint for ``procket:tcp:...``, ``procket:tcp6:...`` or ``procket:ssl:...``.
+
+        @raise ValueError: naming the bad part of a malformed description.
+        """
+        if not args:
+            raise ValueError(f"{PREFIX}: no protocol given; {_USAGE}")
+        protocol, rest = str(args[0]), [str(arg) for arg in args[1:]]
+        options = {key: str(value) for key, value in kwargs.items()}
+        if protocol in ("tcp", "tcp6"):
+            return _stream_endpoint(reactor, protocol, rest, options)  # type: ignore[no-any-return]
+        if protocol == "ssl":
+            return _tls_endpoint(reactor, rest, options)  # type: ignore[no-any-return]
+        if protocol in ("udp", "udp6"):
+            raise ValueError(
+                f"{PREFIX}:{protocol} is a datagram endpoint, and Twisted's stream endpoint "
+                "strings (serverFromString, twistd --listen) cannot carry one: use "
+                "procket_twisted.endpoints.datagramEndpointFromString or datagramService"
+            )
+        raise ValueError(f"{PREFIX}: unknown protocol {protocol!r}; {_USAGE}")
+
+
+def splitDescription(description: str) -> Tuple[List[str], Dict[str, str]]:
+    """
+    Split an endpoint description the way Twisted does: ``:`` separates, ``=`` makes a keyword,
+    a backslash escapes the next character (``interface=\\:\\:1``).
+
+    @raise ValueError: for a trailing lone backslash or a keyword given twice.
+    """
+    args: List[str] = []
+    kwargs: Dict[str, str] = {}
+    key = None
+    current: List[str] = []
+    escaping = False
+
+    def finish() -> None:
+        value = "".join(current)
+        if key is None:
+            args.append(value)
+        elif key in kwargs:
+            raise ValueError(f"{description!r}: {key} is given twice")
+        else:
+            kwargs[key] = value
+
+    for character in description:
+        if escaping:
+            current.append(character)
+            escaping = False
+        elif character == "\\":
+            escaping = True
+        elif character == ":":
+            finish()
+            key, current = None, []
+        elif character == "=" and key is None:
+            key, current = "".join(current), []
+        else:
+            current.append(character)
+    if escaping:
+        raise ValueError(f"{description!r} ends with a lone backslash")
+    finish()
+    return args, kwargs
+
+
+def datagramEndpointFromString(reactor: Any, description: str) -> ProcketDatagramServerEndpoint:
+    """
+    The datagram endpoint for ``procket:udp:PORT[:interface=ADDR][:maxPacketSize=N]`` or
+    ``procket:udp6:...`` (plus ``progname`` and ``timeout``).
+
+    @raise ValueError: naming the bad part of a malformed description.
+    """
+    args, kwargs = splitDescription(description)
+    if len(args) < 2 or args[0] != PREFIX or args[1] not in ("udp", "udp6"):
+        raise ValueError(
+            f"{description!r} is not a procket datagram endpoint: use procket:udp:PORT or "
+            "procket:udp6:PORT"
+        )
+    return _datagram_endpoint(reactor, args[1], args[2:], kwargs)  # type: ignore[no-any-return]

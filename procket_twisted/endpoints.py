@@ -1,0 +1,38 @@
+"""
+procket for Twisted: endpoints whose sockets come from the privileged helper.
+
+    serverFromString(reactor, "procket:tcp:80")          # through the plugin, anywhere
+    twistd -n web --listen procket:tcp:80 --path DIR      # as an ordinary user
+    datagramService("procket:udp:53", protocol)           # in a .tac file
+
+Importing this module never imports the reactor.
+"""
+
+from ._endpoints import (
+    AdoptedDatagramServerEndpoint,
+    ProcketDatagramServerEndpoint,
+    ProcketServerEndpoint,
+    TLSServerEndpoint,
+    acquireEndpoints,
+    adoptSocket,
+)
+from ._interfaces import IDatagramServerEndpoint
+from ._parser import ProcketServerParser, datagramEndpointFromString, splitDescription
+from ._reactor_client import acquireSockets
+from ._service import DatagramServerEndpointService, datagramService
+
+__all__ = [
+    "ProcketServerEndpoint",
+    "ProcketDatagramServerEndpoint",
+    "TLSServerEndpoint",
+    "AdoptedDatagramServerEndpoint",
+    "IDatagramServerEndpoint",
+    "ProcketServerParser",
+    "datagramEndpointFromString",
+    "splitDescription",
+    "DatagramServerEndpointService",
+    "datagramService",
+    "acquireSockets",
+    "acquireEndpoints",
+    "adoptSocket",
+]
