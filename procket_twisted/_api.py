@@ -19,6 +19,8 @@ __all__ = [
     "listen_many",
     "DEFAULT_TIMEOUT",
     "check_batch",
+    "check_timeout",
+    "MAX_TIMEOUT",
     "open_what_needs_no_privilege",
     "renumber",
     "close_sockets",
@@ -29,9 +31,25 @@ DEFAULT_TIMEOUT = 5.0
 _DENIED = (1, 13)  # EPERM, EACCES: the direct attempt lacked privilege after all
 
 
-def _check_timeout(timeout: float) -> float:
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+#: The longest timeout accepted: a day (poll() and the clocks have limits; no helper needs more).
+MAX_TIMEOUT = 86400.0
+
+
+def check_timeout(timeout: float) -> float:
+    """
+    TIMEOUT as seconds, checked.
+
+    @raise ValueError: unless it is a number more than 0 and at most a day.
+    """
+    if (
+        not isinstance(timeout, (int, float))
+        or isinstance(timeout, bool)
+        or not 0 < timeout <= MAX_TIMEOUT
+    ):
+        raise ValueError(
+            f"timeout must be a number of seconds more than 0 and at most {MAX_TIMEOUT:g}, "
+            f"not {timeout!r}"
+        )
     return float(timeout)
 
 
@@ -48,7 +66,7 @@ def check_batch(requests: Iterable[SocketRequest], timeout: float) -> List[Socke
             raise TypeError(f"requests must be SocketRequest objects, not {type(request).__name__}")
     if not 1 <= len(wanted) <= MAX_SOCKETS:
         raise ValueError(f"ask for 1 to {MAX_SOCKETS} sockets per call, not {len(wanted)}")
-    _check_timeout(timeout)
+    check_timeout(timeout)
     return wanted
 
 

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ._api import DEFAULT_TIMEOUT
+from ._api import DEFAULT_TIMEOUT, MAX_TIMEOUT, check_timeout
 from ._endpoints import (
     DEFAULT_MAX_PACKET_SIZE,
     DEFAULT_STREAM_BACKLOG,
@@ -80,11 +80,12 @@ def _helper_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
     options["timeout"] = DEFAULT_TIMEOUT
     if timeout is not None:
         try:
-            options["timeout"] = float(timeout)
+            options["timeout"] = check_timeout(float(timeout))
         except ValueError:
-            raise ValueError(f"{where}: timeout {timeout!r} is not a number of seconds") from None
-        if not options["timeout"] > 0:
-            raise ValueError(f"{where}: timeout must be more than 0 seconds, not {timeout!r}")
+            raise ValueError(
+                f"{where}: timeout {timeout!r} is not a number of seconds more than 0 and at "
+                f"most {MAX_TIMEOUT:g}"
+            ) from None
     return options
 
 

@@ -101,11 +101,10 @@ def _from_answer(kind: Type[ProcketError], message: str, answer: Answer) -> Proc
 def _exit_error(exit_code: int, diagnostics: str, command: HelperCommand) -> ProcketError:
     said = f": {diagnostics}" if diagnostics else ""
     if exit_code < 0:
-        name = (
-            signal.Signals(-exit_code).name
-            if -exit_code in signal.valid_signals()
-            else str(-exit_code)
-        )
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:  # real-time signals have no name of their own
+            name = f"signal {-exit_code}"
         return HelperFailedError(
             f"the helper {command.describe()} was killed by {name} before answering{said}",
             step="reply",

@@ -33,12 +33,18 @@ def _parse_ip(ip: IPAddressLike) -> Union[ipaddress.IPv4Address, ipaddress.IPv6A
     if not isinstance(ip, str):
         raise TypeError(f"ip must be a numeric address string or tuple, not {type(ip).__name__}")
     try:
-        return ipaddress.ip_address(ip)
+        address = ipaddress.ip_address(ip)
     except ValueError:
         raise ValueError(
             f"ip {ip!r} is not a numeric IPv4 or IPv6 address "
             "(names such as 'localhost' are not resolved: use '127.0.0.1' or '::1')"
         ) from None
+    if getattr(address, "scope_id", None):
+        raise ValueError(
+            f"ip {ip!r} has a scope (%interface): scoped IPv6 addresses are not supported; "
+            "use a global or loopback address"
+        )
+    return address
 
 
 def _parse_ip_tuple(ip: Tuple[int, ...]) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:

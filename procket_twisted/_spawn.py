@@ -121,7 +121,10 @@ def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet
                     step="timeout",
                 )
             if channel.fileno() in events:
-                packets.extend(receive_packets(channel)[0])
+                more, end_of_file = receive_packets(channel)
+                packets.extend(more)
+                if end_of_file:  # closed, yet still running: only its exit is left to wait for
+                    poller.unregister(channel)
             if pidfd in events:
                 break
         _, status = os.waitpid(pid, 0)

@@ -238,3 +238,84 @@ def free_port(low: int = 600, high: int = 1000) -> int:
             for probe in probes:
                 probe.close()
     raise RuntimeError("no free privileged port")
+
+
+def start_unprivileged(
+    testcase: unittest.TestCase, argv: List[str], environment: Mapping[str, str]
+) -> subprocess.Popen:
+    """
+    Start ARGV as the test user in the background (output to a log the test can read with
+    `server_output`); it is stopped and reaped when the test ends.
+    """
+    log = tempfile.NamedTemporaryFile(prefix="procket-server-", suffix=".log", delete=False)
+    testcase.addCleanup(os.unlink, log.name)
+    command = ["setpriv", f"--reuid={TEST_UID}", f"--regid={TEST_GID}", "--clear-groups", "--",
+               *argv]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, cwd="/", env=_environment(environment)
+    )
+    log.close()
+    process.log_path = log.name  # type: ignore[attr-defined]
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    testcase.addCleanup(stop)
+    return process
+
+
+def server_output(process: subprocess.Popen) -> str:
+    """What a process started by `start_unprivileged` has printed so far."""
+    with open(process.log_path) as stream:  # type: ignore[attr-defined]
+        return stream.read()
+
+
+def wait_for_tcp(
+    testcase: unittest.TestCase,
+    process: subprocess.Popen,
+    host: str,
+    port: int,
+    seconds: float = 20,
+) -> None:
+    """Wait until HOST:PORT accepts TCP connections; fail with the server's output if it dies."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                testcase.fail(f"server never listened on {host}:{port}:\n{server_output(process)}")
+            time.sleep(0.05)
+
+
+def process_users(name_part: str) -> Dict[int, int]:
+    """pid -> real uid of every process whose command line contains NAME_PART (not ourselves)."""
+    found: Dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as stream:
+                command = stream.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            with open(f"/proc/{entry}/status") as stream:
+                uid = next(int(line.split()[1]) for line in stream if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue
+        if name_part in command and not command.startswith("setpriv"):
+            found[int(entry)] = uid
+    return found
+
+
+def examples_directory() -> str:
+    """The examples, beside the tests (scripts/test copies both)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
