@@ -136,7 +136,7 @@ def spawn(
     @param inherited: more fds the child keeps open across exec.
     @param limits: ``(resource.RLIMIT_..., value)`` pairs to set (soft and hard) first.
     @param no_new_privs: set no_new_privs, as ``setpriv --no-new-privs`` or systemd would.
-    @param hostile_signals: ignore every standard signal that can be, and block every signal
+    @param hostile_signals: ignore every signal that can be (real-time too), and block every signal
         (both survive exec).
     """
     path = os.fsencode(program or argv[0])
@@ -157,8 +157,11 @@ def spawn(
         for limit, value in limits:
             resource.setrlimit(limit, (value, value))
         if hostile_signals:
-            for number in set(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP}:
-                signal.signal(number, signal.SIG_IGN)
+            for number in set(range(1, signal.SIGRTMAX + 1)) - {signal.SIGKILL, signal.SIGSTOP}:
+                try:
+                    signal.signal(number, signal.SIG_IGN)
+                except (OSError, ValueError):  # the C library's two private real-time signals
+                    pass
             signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         if caller.uid is not None:
             os.setgroups(list(caller.groups))
@@ -911,9 +914,10 @@ class LifetimeTests(HelperTestCase):
     def test_watchdog_ends_a_stuck_helper(self) -> None:
         """
         A helper stuck in its send (its caller never reads) is killed by its own watchdog
-        (SIGALRM) within about 10 seconds, even though the caller ignored every standard signal
-        and blocked every signal before starting it: the helper starts with an empty signal mask
-        and default dispositions, except SIGTSTP, SIGTTIN and SIGTTOU, which it ignores itself.
+        (SIGALRM) within about 10 seconds, even though the caller ignored every signal it could
+        (real-time ones too) and blocked every signal before starting it: the helper starts with
+        an empty signal mask and default dispositions, except SIGTSTP, SIGTTIN and SIGTTOU, which
+        it ignores itself.
         """
         blocked = BlockedHelper(self, self.request(tcp_spec(self.port)), hostile_signals=True)
         status = blocked.status()

@@ -616,10 +616,10 @@ static int open_trusted(const char *path, int last_flags, reason why)
 static void setup(void)
 {
     sigset_t none;
-    for (int sig = 1; sig < 32; sig++)              /* dispositions and mask are inherited */
-        if (sig != SIGKILL && sig != SIGSTOP)
-            if (signal(sig, SIG_DFL) == SIG_ERR)
-                fail(0, STEP_SETUP, errno, "cannot reset signal %d", sig);
+    for (int sig = 1; sig <= SIGRTMAX; sig++)       /* dispositions and mask are inherited */
+        if (sig != SIGKILL && sig != SIGSTOP && signal(sig, SIG_DFL) == SIG_ERR &&
+            !(errno == EINVAL && sig > 31 && sig < SIGRTMIN))   /* the C library's own two */
+            fail(0, STEP_SETUP, errno, "cannot reset signal %d", sig);
     if (signal(SIGTSTP, SIG_IGN) == SIG_ERR || signal(SIGTTIN, SIG_IGN) == SIG_ERR ||
         signal(SIGTTOU, SIG_IGN) == SIG_ERR || sigemptyset(&none) != 0 ||
         sigprocmask(SIG_SETMASK, &none, NULL) != 0)
