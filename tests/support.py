@@ -62,6 +62,37 @@ def report(value):
 """
 
 
+def set_environment(testcase: unittest.TestCase, name: str, value: Optional[str]) -> None:
+    """Set (or, for None, unset) the environment variable NAME until TESTCASE ends."""
+    old = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+    def restore() -> None:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+    testcase.addCleanup(restore)
+
+
+def ipv6_loopback() -> bool:
+    """Whether ::1 can be bound here (some containers have no IPv6)."""
+    import socket
+
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def require_privileged_reason() -> Optional[str]:
     """Why privileged tests cannot run here, or None when they can."""
     return _privileged_reason()

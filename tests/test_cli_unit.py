@@ -14,13 +14,15 @@ import shutil
 import socket
 import sys
 import tempfile
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
 import procket_twisted._doctor
 import procket_twisted._locate
 from procket_twisted._cli import main
+
+from .support import set_environment
 
 FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
 FAKE_COMMAND = shlex.join([sys.executable, FAKE_HELPER])
@@ -37,25 +39,9 @@ class CommandLineTestCase(SynchronousTestCase):
     """Run main() with captured output and a controlled environment."""
 
     def setUp(self) -> None:
-        self.set_environment("PROCKET_HELPER", None)
-        self.set_environment("FAKE_HELPER_MODE", None)
-        self.set_environment("FAKE_HELPER_LOG", None)
-
-    def set_environment(self, name: str, value: Optional[str]) -> None:
-        """Set (or, for None, unset) an environment variable for this test."""
-        old = os.environ.get(name)
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-        def restore() -> None:
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
-
-        self.addCleanup(restore)
+        set_environment(self, "PROCKET_HELPER", None)
+        set_environment(self, "FAKE_HELPER_MODE", None)
+        set_environment(self, "FAKE_HELPER_LOG", None)
 
     def directory(self) -> str:
         path = tempfile.mkdtemp(prefix="procket-cli-")
@@ -145,7 +131,7 @@ class DoctorTests(CommandLineTestCase):
     def test_missing_helper(self) -> None:
         """PROCKET_HELPER naming a missing file: status 1 and the install command."""
         self.without_bind_capability()
-        self.set_environment("PROCKET_HELPER", MISSING_HELPER)
+        set_environment(self, "PROCKET_HELPER", MISSING_HELPER)
         status, out, _ = self.run_main(["doctor"])
         self.assertEqual(status, 1)
         self.assertIn(MISSING_HELPER, out)
@@ -167,9 +153,7 @@ class DoctorTests(CommandLineTestCase):
         """With a (fake) helper that delivers, doctor reports success and status 0."""
         self.without_bind_capability()
         port = free_port()
-        status, out, _ = self.run_main(
-            ["doctor", "--progname", FAKE_COMMAND, "--port", str(port)]
-        )
+        status, out, _ = self.run_main(["doctor", "--progname", FAKE_COMMAND, "--port", str(port)])
         self.assertEqual(status, 0, out)
         self.assertIn(f"port {port}", out)
         self.assertIn("RESULT: this user can get privileged sockets", out)
@@ -177,7 +161,7 @@ class DoctorTests(CommandLineTestCase):
     def test_refusing_helper(self) -> None:
         """With a helper that refuses by policy, doctor says which error and returns 1."""
         self.without_bind_capability()
-        self.set_environment("FAKE_HELPER_MODE", "error-policy")
+        set_environment(self, "FAKE_HELPER_MODE", "error-policy")
         status, out, _ = self.run_main(
             ["doctor", "--progname", FAKE_COMMAND, "--port", str(free_port())]
         )
@@ -188,7 +172,7 @@ class DoctorTests(CommandLineTestCase):
     def test_capability_needs_no_helper(self) -> None:
         """A process with CAP_NET_BIND_SERVICE needs no helper: status 0 even without one."""
         self.patch(procket_twisted._doctor, "has_bind_capability", lambda: True)
-        self.set_environment("PROCKET_HELPER", MISSING_HELPER)
+        set_environment(self, "PROCKET_HELPER", MISSING_HELPER)
         status, out, _ = self.run_main(["doctor"])
         self.assertEqual(status, 0)
         self.assertIn("CAP_NET_BIND_SERVICE", out)

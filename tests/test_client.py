@@ -21,7 +21,7 @@ import socket
 import sys
 import tempfile
 import time
-from typing import Any, Callable, List, Optional, Set
+from typing import Any, Callable, List, Set
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -41,6 +41,8 @@ from procket_twisted import (
     listen,
     listen_many,
 )
+
+from .support import ipv6_loopback, set_environment
 
 FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
 FAKE = [sys.executable, FAKE_HELPER]
@@ -76,44 +78,16 @@ def free_port(kind: int = socket.SOCK_STREAM, ip: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def ipv6_loopback() -> bool:
-    """Whether ::1 can be bound here (some containers have no IPv6)."""
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 class ClientTestCase(SynchronousTestCase):
     """The fake helper's mode and run log, and leak checks."""
 
     def setUp(self) -> None:
-        self.set_environment("FAKE_HELPER_MODE", "ok")
-        self.set_environment("FAKE_HELPER_LOG", None)
-
-    def set_environment(self, name: str, value: Optional[str]) -> None:
-        """Set (or, for None, unset) an environment variable for this test."""
-        old = os.environ.get(name)
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-        def restore() -> None:
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
-
-        self.addCleanup(restore)
+        set_environment(self, "FAKE_HELPER_MODE", "ok")
+        set_environment(self, "FAKE_HELPER_LOG", None)
 
     def mode(self, mode: str) -> None:
         """Make the fake helper misbehave as MODE."""
-        self.set_environment("FAKE_HELPER_MODE", mode)
+        set_environment(self, "FAKE_HELPER_MODE", mode)
 
     def directory(self) -> str:
         path = tempfile.mkdtemp(prefix="procket-client-")
@@ -123,7 +97,7 @@ class ClientTestCase(SynchronousTestCase):
     def run_log(self) -> Callable[[], List[List[str]]]:
         """Log each fake helper run; returns a function giving each run's arguments."""
         path = os.path.join(self.directory(), "runs")
-        self.set_environment("FAKE_HELPER_LOG", path)
+        set_environment(self, "FAKE_HELPER_LOG", path)
 
         def runs() -> List[List[str]]:
             try:
@@ -248,14 +222,16 @@ class SuccessTests(ClientTestCase):
         sockets = self.listen_many(requests)
         self.assertEqual(len(runs()), 1)
         self.assertEqual(runs()[0], ["v1"] + [request.helper_argument() for request in requests])
-        self.assertEqual([sock.type for sock in sockets],
-                         [socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_STREAM])
+        self.assertEqual(
+            [sock.type for sock in sockets],
+            [socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_STREAM],
+        )
         self.assertEqual([sock.getsockname()[1] for sock in sockets[:2]], [tcp_port, udp_port])
 
     def test_procket_helper_variable(self) -> None:
         """With no progname, $PROCKET_HELPER (a command line) runs the helper."""
         runs = self.run_log()
-        self.set_environment("PROCKET_HELPER", shlex.join(FAKE))
+        set_environment(self, "PROCKET_HELPER", shlex.join(FAKE))
         sock = self.listen(0, ip="127.0.0.1", progname=None)
         self.assertEqual(sock.type, socket.SOCK_STREAM)
         self.assertEqual(len(runs()), 1)
@@ -392,8 +368,9 @@ class FailureTests(ClientTestCase):
             self.assertRaises(ValueError, listen, 0, progname=FAKE, direct=False, timeout=timeout)
         self.assertRaises(ValueError, listen_many, [], progname=FAKE, direct=False)
         self.assertRaises(TypeError, listen_many, [80], progname=FAKE, direct=False)
-        self.assertRaises(ValueError, listen_many, [SocketRequest(0)] * 254, progname=FAKE,
-                          direct=False)
+        self.assertRaises(
+            ValueError, listen_many, [SocketRequest(0)] * 254, progname=FAKE, direct=False
+        )
         self.assertEqual(runs(), [])
 
 
@@ -450,7 +427,9 @@ class TimeoutTests(ClientTestCase):
         elapsed = time.monotonic() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        self.assertLess(len(reads), 50, f"the channel was read {len(reads)} times in {elapsed:.2f} s")
+        self.assertLess(
+            len(reads), 50, f"the channel was read {len(reads)} times in {elapsed:.2f} s"
+        )
         self.assertLess(cpu, elapsed / 2, f"{cpu:.2f} s of CPU in {elapsed:.2f} s of waiting")
 
 
@@ -474,8 +453,9 @@ class InterruptTests(ClientTestCase):
         self.patch(procket_twisted._spawn.select, "poll", InterruptingPoll)
         self.mode("hang")
         self.assertLeavesNothing(
-            lambda: self.assertRaises(KeyboardInterrupt, listen, 0, ip="127.0.0.1",
-                                      progname=FAKE, direct=False)
+            lambda: self.assertRaises(
+                KeyboardInterrupt, listen, 0, ip="127.0.0.1", progname=FAKE, direct=False
+            )
         )
 
     def test_interrupted_receive(self) -> None:
@@ -487,8 +467,9 @@ class InterruptTests(ClientTestCase):
         self.patch(procket_twisted._spawn, "receive_packets", interrupted)
         self.mode("ok-then-hang")
         self.assertLeavesNothing(
-            lambda: self.assertRaises(KeyboardInterrupt, listen, 0, ip="127.0.0.1",
-                                      progname=FAKE, direct=False)
+            lambda: self.assertRaises(
+                KeyboardInterrupt, listen, 0, ip="127.0.0.1", progname=FAKE, direct=False
+            )
         )
 
 
@@ -497,8 +478,18 @@ class LeakTests(ClientTestCase):
 
     def test_thirty_mixed_calls(self) -> None:
         """30 calls (successes, errors, crashes, bad replies, a timeout) leak no fd, no child."""
-        modes = ["ok", "error-bind", "crash", "wrong-socket", "not-a-socket", "garbage",
-                 "wrong-count", "missing-fds", "sudo-password", "error-policy"]
+        modes = [
+            "ok",
+            "error-bind",
+            "crash",
+            "wrong-socket",
+            "not-a-socket",
+            "garbage",
+            "wrong-count",
+            "missing-fds",
+            "sudo-password",
+            "error-policy",
+        ]
         outcomes = []
 
         def calls() -> None:
@@ -508,14 +499,25 @@ class LeakTests(ClientTestCase):
                 try:
                     if number % 3 == 0:
                         sockets = listen_many(
-                            [SocketRequest(0, ip="127.0.0.1"),
-                             SocketRequest(0, "udp", "127.0.0.1")],
-                            progname=FAKE, direct=False, timeout=0.3 if number == 29 else 5,
+                            [
+                                SocketRequest(0, ip="127.0.0.1"),
+                                SocketRequest(0, "udp", "127.0.0.1"),
+                            ],
+                            progname=FAKE,
+                            direct=False,
+                            timeout=0.3 if number == 29 else 5,
                         )
                     else:
-                        sockets = [listen(0, "udp" if number % 2 else "tcp", "127.0.0.1",
-                                          progname=FAKE, direct=False,
-                                          timeout=0.3 if number == 29 else 5)]
+                        sockets = [
+                            listen(
+                                0,
+                                "udp" if number % 2 else "tcp",
+                                "127.0.0.1",
+                                progname=FAKE,
+                                direct=False,
+                                timeout=0.3 if number == 29 else 5,
+                            )
+                        ]
                 except ProcketError as error:
                     outcomes.append(type(error).__name__)
                 else:
@@ -550,8 +552,15 @@ class LeastPrivilegeTests(ClientTestCase):
     def test_direct_false_asks_the_helper(self) -> None:
         """With direct=False the same calls need the helper: HelperNotFoundError."""
         for port in (0, free_port()):
-            self.assertFailsWith(HelperNotFoundError, "ok", port, "tcp", "127.0.0.1",
-                                 progname=MISSING_HELPER, direct=False)
+            self.assertFailsWith(
+                HelperNotFoundError,
+                "ok",
+                port,
+                "tcp",
+                "127.0.0.1",
+                progname=MISSING_HELPER,
+                direct=False,
+            )
 
     def test_direct_error_is_socket_error(self) -> None:
         """A direct bind to a busy port is the same SocketError (EADDRINUSE) as from the helper."""
@@ -560,8 +569,9 @@ class LeastPrivilegeTests(ClientTestCase):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        error = self.assertFailsWith(SocketError, "ok", port, "tcp", "127.0.0.1",
-                                     progname=MISSING_HELPER, direct=True)
+        error = self.assertFailsWith(
+            SocketError, "ok", port, "tcp", "127.0.0.1", progname=MISSING_HELPER, direct=True
+        )
         self.assertEqual((error.errno, error.step, error.index), (errno.EADDRINUSE, "bind", 1))
 
     def privileged_below(self) -> "tuple[int, int]":
@@ -603,8 +613,9 @@ class LeastPrivilegeTests(ClientTestCase):
         self.mode("error-bind")
 
         def attempt() -> SocketError:
-            error: SocketError = self.assertRaises(SocketError, listen_many, requests,
-                                                   progname=FAKE, direct=True)
+            error: SocketError = self.assertRaises(
+                SocketError, listen_many, requests, progname=FAKE, direct=True
+            )
             return error
 
         error = self.assertLeavesNothing(attempt)
@@ -620,9 +631,11 @@ class LeastPrivilegeTests(ClientTestCase):
         low, _ = self.privileged_below()
         self.mode("wrong-socket")
         error = self.assertRaises(
-            HelperFailedError, listen_many,
+            HelperFailedError,
+            listen_many,
             [SocketRequest(0, ip="127.0.0.1"), SocketRequest(low, ip="127.0.0.1")],
-            progname=FAKE, direct=True,
+            progname=FAKE,
+            direct=True,
         )
         self.assertEqual((error.step, error.index), ("validate", 2))
 
@@ -643,8 +656,9 @@ class LeastPrivilegeTests(ClientTestCase):
         low, high = self.privileged_below()
         requests = [SocketRequest(high, ip="127.0.0.1"), SocketRequest(low, ip="127.0.0.1")]
         self.assertLeavesNothing(
-            lambda: self.assertRaises(HelperNotFoundError, listen_many, requests,
-                                      progname=MISSING_HELPER, direct=True)
+            lambda: self.assertRaises(
+                HelperNotFoundError, listen_many, requests, progname=MISSING_HELPER, direct=True
+            )
         )
 
     def test_root_binds_privileged_ports_itself(self) -> None:

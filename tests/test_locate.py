@@ -18,6 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 import procket_twisted._locate
 from procket_twisted import HelperCommand, HelperNotFoundError, find_helper
 
+from .support import set_environment
+
 FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
 
 
@@ -36,22 +38,9 @@ class LocateTestCase(SynchronousTestCase):
         os.chmod(path, mode)
         return path
 
-    def set_environment(self, name: str, value: str) -> None:
-        """Set the environment variable NAME to VALUE for this test."""
-        old = os.environ.get(name)
-        os.environ[name] = value
-
-        def restore() -> None:
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
-
-        self.addCleanup(restore)
-
     def set_path(self, *directories: str) -> None:
         """Make PATH exactly DIRECTORIES for this test."""
-        self.set_environment("PATH", os.pathsep.join(directories))
+        set_environment(self, "PATH", os.pathsep.join(directories))
 
     def installed(self, *paths: str) -> None:
         """Pretend the installed locations are PATHS."""
@@ -108,8 +97,9 @@ class ProgramTests(LocateTestCase):
     def test_bare_name_not_on_path(self) -> None:
         """A bare name that is not on PATH is a HelperNotFoundError asking for a full path."""
         self.set_path(self.directory())
-        error = self.assertRaises(HelperNotFoundError, find_helper, "no-such-procket-helper",
-                                  environ={})
+        error = self.assertRaises(
+            HelperNotFoundError, find_helper, "no-such-procket-helper", environ={}
+        )
         self.assertEqual(error.step, "find")
         self.assertIn("no-such-procket-helper", str(error))
         self.assertIn("PATH", str(error))
@@ -123,8 +113,7 @@ class ProgramTests(LocateTestCase):
 
     def test_unbalanced_quote(self) -> None:
         """A string shlex cannot split is a HelperNotFoundError that quotes it."""
-        error = self.assertRaises(HelperNotFoundError, find_helper, "/opt/helper 'oops",
-                                  environ={})
+        error = self.assertRaises(HelperNotFoundError, find_helper, "/opt/helper 'oops", environ={})
         self.assertIn("cannot be split", str(error))
 
     def test_describe(self) -> None:
@@ -151,7 +140,7 @@ class EnvironmentTests(LocateTestCase):
 
     def test_os_environ_by_default(self) -> None:
         """Without an environ argument, os.environ is read."""
-        self.set_environment("PROCKET_HELPER", "/opt/from-os-environ")
+        set_environment(self, "PROCKET_HELPER", "/opt/from-os-environ")
         self.assertEqual(find_helper().argv, ("/opt/from-os-environ",))
 
     def test_empty_variable_ignored(self) -> None:

@@ -42,6 +42,8 @@ from procket_twisted._protocol import (
 from procket_twisted._reply import sockets_from_reply
 from procket_twisted._validate import mismatch, sockets_from_fds
 
+from .support import ipv6_loopback
+
 HELPER_SOURCE = os.path.join(
     os.path.dirname(procket_twisted.__file__), "helper", "procket-helper.c"
 )
@@ -63,18 +65,6 @@ def is_closed(fd: int) -> bool:
     except OSError as error:
         return error.errno == errno.EBADF
     return False
-
-
-def ipv6_loopback() -> bool:
-    """Whether ::1 can be bound here (some containers have no IPv6)."""
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 class SocketsMixin:
@@ -150,7 +140,12 @@ class ParseAnswerTests(SynchronousTestCase):
 
     def test_non_ascii(self) -> None:
         """Bytes that are not ASCII are never an answer, even around a valid one."""
-        for data in (b"ok \xd9\xa1\n", "ok \u0661".encode(), b"\xff\xfe", b"error 1 bind 98 \xe9\n"):
+        for data in (
+            b"ok \xd9\xa1\n",
+            "ok \u0661".encode(),
+            b"\xff\xfe",
+            b"error 1 bind 98 \xe9\n",
+        ):
             self.assertIsNone(parse_answer(data), data)
 
 
@@ -162,8 +157,11 @@ class HelperArgumentsTests(SynchronousTestCase):
         requests = [SocketRequest(80), SocketRequest(53, "udp", "::1")]
         self.assertEqual(
             helper_arguments(requests),
-            ["v1", "kind=tcp,family=inet,addr=0.0.0.0,port=80,backlog=128",
-             "kind=udp,family=inet6,addr=::1,port=53"],
+            [
+                "v1",
+                "kind=tcp,family=inet,addr=0.0.0.0,port=80,backlog=128",
+                "kind=udp,family=inet6,addr=::1,port=53",
+            ],
         )
 
     def test_limits(self) -> None:
@@ -191,8 +189,10 @@ class AgreesWithHelperSourceTests(SynchronousTestCase):
     def test_step_names_match(self) -> None:
         """The C step_names table spells each step as HELPER_STEPS does."""
         table = dict(re.findall(r'\[STEP_([A-Z]+)\]\s*=\s*"([a-z]+)"', helper_source()))
-        self.assertEqual({key.lower(): value for key, value in table.items()},
-                         {step: step for step in HELPER_STEPS})
+        self.assertEqual(
+            {key.lower(): value for key, value in table.items()},
+            {step: step for step in HELPER_STEPS},
+        )
 
     def test_documented_exit_statuses(self) -> None:
         """The header comment's exit statuses are each step's position plus one."""
@@ -200,8 +200,10 @@ class AgreesWithHelperSourceTests(SynchronousTestCase):
         self.assertIsNotNone(documented)
         assert documented is not None
         pairs = re.findall(r"([a-z]+) (\d+)", documented.group(1))
-        self.assertEqual([(step, int(number)) for step, number in pairs],
-                         [(step, number) for number, step in enumerate(HELPER_STEPS, 1)])
+        self.assertEqual(
+            [(step, int(number)) for step, number in pairs],
+            [(step, number) for number, step in enumerate(HELPER_STEPS, 1)],
+        )
 
     def test_protocol_version(self) -> None:
         """PROTOCOL_VERSION is the C helper's PROTOCOL_VERSION."""
@@ -263,15 +265,20 @@ class ReceivePacketsTests(SocketsMixin, SynchronousTestCase):
 class ReplyTests(SocketsMixin, SynchronousTestCase):
     """sockets_from_reply: packets and exit status to sockets, or to one typed error."""
 
-    def reply(self, requests: List[SocketRequest], packets: List[Packet], exit_code: int) -> List[
-        socket.socket
-    ]:
+    def reply(
+        self, requests: List[SocketRequest], packets: List[Packet], exit_code: int
+    ) -> List[socket.socket]:
         sockets = sockets_from_reply(requests, COMMAND, packets, exit_code)
         self.closing(sockets)
         return sockets
 
-    def error(self, kind: type, packets: List[Packet], exit_code: int,
-              requests: "List[SocketRequest] | None" = None) -> ProcketError:
+    def error(
+        self,
+        kind: type,
+        packets: List[Packet],
+        exit_code: int,
+        requests: "List[SocketRequest] | None" = None,
+    ) -> ProcketError:
         requests = requests or [SocketRequest(80, ip="127.0.0.1")]
         error = self.assertRaises(kind, sockets_from_reply, requests, COMMAND, packets, exit_code)
         self.assertIsInstance(error, ProcketError)
@@ -285,10 +292,12 @@ class ReplyTests(SocketsMixin, SynchronousTestCase):
             SocketRequest(first.getsockname()[1], ip="127.0.0.1"),
             SocketRequest(second.getsockname()[1], "udp", "127.0.0.1"),
         ]
-        sockets = self.reply(requests, [Packet(b"ok 2\n", [self.fd_of(first), self.fd_of(second)])],
-                             0)
-        self.assertEqual([sock.getsockname() for sock in sockets],
-                         [first.getsockname(), second.getsockname()])
+        sockets = self.reply(
+            requests, [Packet(b"ok 2\n", [self.fd_of(first), self.fd_of(second)])], 0
+        )
+        self.assertEqual(
+            [sock.getsockname() for sock in sockets], [first.getsockname(), second.getsockname()]
+        )
         self.assertEqual([sock.type for sock in sockets], [socket.SOCK_STREAM, socket.SOCK_DGRAM])
 
     def test_diagnostics_ignored_on_success(self) -> None:
@@ -304,8 +313,9 @@ class ReplyTests(SocketsMixin, SynchronousTestCase):
         """'ok 2' with one fd is a HelperFailedError at step reply, and the fd is closed."""
         sock = self.tcp()
         fd = self.fd_of(sock)
-        error = self.error(HelperFailedError, [Packet(b"ok 2\n", [fd])], 0,
-                           [SocketRequest(0, ip="127.0.0.1")] * 2)
+        error = self.error(
+            HelperFailedError, [Packet(b"ok 2\n", [fd])], 0, [SocketRequest(0, ip="127.0.0.1")] * 2
+        )
         self.assertEqual(error.step, "reply")
         self.assertIn("2", str(error))
         self.assertTrue(is_closed(fd))
@@ -313,24 +323,30 @@ class ReplyTests(SocketsMixin, SynchronousTestCase):
     def test_more_fds_than_requests_closes_fds(self) -> None:
         """'ok 2' with two fds for one request fails at validate and closes both fds."""
         fds = [self.fd_of(self.tcp()), self.fd_of(self.tcp())]
-        error = self.error(HelperFailedError, [Packet(b"ok 2\n", fds)], 0,
-                           [SocketRequest(0, ip="127.0.0.1")])
+        error = self.error(
+            HelperFailedError, [Packet(b"ok 2\n", fds)], 0, [SocketRequest(0, ip="127.0.0.1")]
+        )
         self.assertEqual(error.step, "validate")
         self.assertTrue(all(is_closed(fd) for fd in fds))
 
     def test_truncated_closes_fds(self) -> None:
         """A packet whose fds were truncated (MSG_CTRUNC) fails and closes what did arrive."""
         fd = self.fd_of(self.tcp())
-        error = self.error(HelperFailedError, [Packet(b"ok 1\n", [fd], truncated=True)], 0,
-                           [SocketRequest(0, ip="127.0.0.1")])
+        error = self.error(
+            HelperFailedError,
+            [Packet(b"ok 1\n", [fd], truncated=True)],
+            0,
+            [SocketRequest(0, ip="127.0.0.1")],
+        )
         self.assertEqual(error.step, "reply")
         self.assertTrue(is_closed(fd))
 
     def test_ok_but_failed_exit_closes_fds(self) -> None:
         """An 'ok' from a helper that then exits non-zero is a failure, and its fds are closed."""
         fd = self.fd_of(self.tcp())
-        error = self.error(HelperFailedError, [Packet(b"ok 1\n", [fd])], 9,
-                           [SocketRequest(0, ip="127.0.0.1")])
+        error = self.error(
+            HelperFailedError, [Packet(b"ok 1\n", [fd])], 9, [SocketRequest(0, ip="127.0.0.1")]
+        )
         self.assertIn("status 9", str(error))
         self.assertTrue(is_closed(fd))
 
@@ -343,8 +359,7 @@ class ReplyTests(SocketsMixin, SynchronousTestCase):
     def test_bind_eaddrinuse(self) -> None:
         """'error 1 bind 98' is a SocketError with errno EADDRINUSE, the step, index and a hint."""
         request = SocketRequest(80, ip="127.0.0.1")
-        error = self.error(SocketError, [Packet(b"error 1 bind 98 bind() failed\n")], 7,
-                           [request])
+        error = self.error(SocketError, [Packet(b"error 1 bind 98 bind() failed\n")], 7, [request])
         self.assertEqual(error.errno, errno.EADDRINUSE)
         self.assertEqual((error.step, error.index, error.detail), ("bind", 1, "bind() failed"))
         self.assertIn("tcp 127.0.0.1 port 80", str(error))
@@ -355,15 +370,18 @@ class ReplyTests(SocketsMixin, SynchronousTestCase):
         """Errors at socket, setsockopt, bind and listen are SocketErrors naming their socket."""
         requests = [SocketRequest(80, ip="127.0.0.1"), SocketRequest(53, "udp", "::1")]
         for step in ("socket", "setsockopt", "bind", "listen"):
-            error = self.error(SocketError, [Packet(f"error 2 {step} 97 x\n".encode())],
-                               HELPER_STEPS.index(step) + 1, requests)
+            error = self.error(
+                SocketError,
+                [Packet(f"error 2 {step} 97 x\n".encode())],
+                HELPER_STEPS.index(step) + 1,
+                requests,
+            )
             self.assertEqual((error.step, error.index, error.errno), (step, 2, 97))
             self.assertIn("udp ::1 port 53", str(error))
 
     def test_policy(self) -> None:
         """A policy refusal is a PolicyDeniedError with the helper's reason and who to ask."""
-        error = self.error(PolicyDeniedError,
-                           [Packet(b"error 1 policy 13 denied by line 3\n")], 4)
+        error = self.error(PolicyDeniedError, [Packet(b"error 1 policy 13 denied by line 3\n")], 4)
         self.assertEqual((error.step, error.index, error.errno), ("policy", 1, errno.EACCES))
         self.assertIn("denied by line 3", str(error))
         self.assertIn("tcp 127.0.0.1 port 80", str(error))
@@ -371,17 +389,20 @@ class ReplyTests(SocketsMixin, SynchronousTestCase):
 
     def test_privilege(self) -> None:
         """A privilege failure is a HelperNotPrivilegedError that names the helper and a fix."""
-        error = self.error(HelperNotPrivilegedError,
-                           [Packet(b"error 0 privilege 1 no capability\n")], 3)
+        error = self.error(
+            HelperNotPrivilegedError, [Packet(b"error 0 privilege 1 no capability\n")], 3
+        )
         self.assertEqual((error.step, error.errno), ("privilege", errno.EPERM))
         self.assertIn(COMMAND.helper, str(error))
 
     def test_other_helper_steps(self) -> None:
         """Errors at parse, drop, send and setup are HelperFailedErrors keeping the step."""
         for step in ("parse", "drop", "send", "setup"):
-            error = self.error(HelperFailedError,
-                               [Packet(f"error 1 {step} 22 went wrong\n".encode())],
-                               HELPER_STEPS.index(step) + 1)
+            error = self.error(
+                HelperFailedError,
+                [Packet(f"error 1 {step} 22 went wrong\n".encode())],
+                HELPER_STEPS.index(step) + 1,
+            )
             self.assertEqual((error.step, error.errno), (step, 22))
             self.assertIn("went wrong", str(error))
         parse = self.error(HelperFailedError, [Packet(b"error 1 parse 22 bad\n")], 2)
@@ -413,22 +434,23 @@ class ReplyTests(SocketsMixin, SynchronousTestCase):
 
     def test_diagnostics_in_message(self) -> None:
         """What something else printed (the loader, say) is quoted in the error."""
-        error = self.error(HelperFailedError,
-                           [Packet(b"error while loading shared libraries: libc.so\n")], 127)
+        error = self.error(
+            HelperFailedError, [Packet(b"error while loading shared libraries: libc.so\n")], 127
+        )
         self.assertIn("loading shared libraries", str(error))
         self.assertIn("127", str(error))
 
     def test_sudo_password(self) -> None:
         """sudo asking for a password is a HelperNotPrivilegedError pointing at --mode sudo."""
-        error = self.error(HelperNotPrivilegedError,
-                           [Packet(b"sudo: a password is required\n")], 1)
+        error = self.error(HelperNotPrivilegedError, [Packet(b"sudo: a password is required\n")], 1)
         self.assertIn("--mode sudo", str(error))
         self.assertEqual(error.step, "spawn")
 
     def test_sudo_not_found(self) -> None:
         """sudo unable to find the helper is a HelperNotFoundError."""
-        self.error(HelperNotFoundError, [Packet(b"sudo: /x/procket-helper: command not found\n")],
-                   1)
+        self.error(
+            HelperNotFoundError, [Packet(b"sudo: /x/procket-helper: command not found\n")], 1
+        )
 
 
 class ErrorTests(SynchronousTestCase):
@@ -436,11 +458,14 @@ class ErrorTests(SynchronousTestCase):
 
     def test_defaults(self) -> None:
         """Each class has its errno by default; str() is the message alone."""
-        for kind, code in ((HelperNotFoundError, errno.ENOENT),
-                           (HelperNotPrivilegedError, errno.EPERM),
-                           (PolicyDeniedError, errno.EACCES),
-                           (procket_twisted.HelperTimeoutError, errno.ETIMEDOUT),
-                           (HelperFailedError, errno.EPROTO), (SocketError, None)):
+        for kind, code in (
+            (HelperNotFoundError, errno.ENOENT),
+            (HelperNotPrivilegedError, errno.EPERM),
+            (PolicyDeniedError, errno.EACCES),
+            (procket_twisted.HelperTimeoutError, errno.ETIMEDOUT),
+            (HelperFailedError, errno.EPROTO),
+            (SocketError, None),
+        ):
             error = kind("what happened", step="find")
             self.assertIsInstance(error, ProcketError)
             self.assertIsInstance(error, OSError)
@@ -452,8 +477,9 @@ class ErrorTests(SynchronousTestCase):
         """Errors survive pickling (multiprocessing, trial's reporters) with every attribute."""
         import pickle
 
-        error = SocketError("cannot bind", errno=errno.EADDRINUSE, step="bind", index=3,
-                            detail="bind() failed")
+        error = SocketError(
+            "cannot bind", errno=errno.EADDRINUSE, step="bind", index=3, detail="bind() failed"
+        )
         copy = pickle.loads(pickle.dumps(error))
         self.assertIs(type(copy), SocketError)
         self.assertEqual(
@@ -498,8 +524,9 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
     def test_count(self) -> None:
         """A wrong number of fds is a validate error, and every fd is closed."""
         fds = [self.fd_of(self.tcp())]
-        error = self.assertRaises(HelperFailedError, sockets_from_fds, fds,
-                                  [SocketRequest(0, ip="127.0.0.1")] * 2)
+        error = self.assertRaises(
+            HelperFailedError, sockets_from_fds, fds, [SocketRequest(0, ip="127.0.0.1")] * 2
+        )
         self.assertEqual(error.step, "validate")
         self.assertTrue(is_closed(fds[0]))
 
@@ -508,8 +535,11 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
         read, write = os.pipe()
         self.addCleanup(os.close, write)
         fds = [self.fd_of(self.tcp()), read, self.fd_of(self.udp())]
-        requests = [SocketRequest(0, ip="127.0.0.1"), SocketRequest(0, ip="127.0.0.1"),
-                    SocketRequest(0, "udp", "127.0.0.1")]
+        requests = [
+            SocketRequest(0, ip="127.0.0.1"),
+            SocketRequest(0, ip="127.0.0.1"),
+            SocketRequest(0, "udp", "127.0.0.1"),
+        ]
         error = self.assertRaises(HelperFailedError, sockets_from_fds, fds, requests)
         self.assertEqual((error.step, error.index), ("validate", 2))
         self.assertIn("not a socket", str(error))
@@ -528,7 +558,12 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
         """Matching fds become sockets in order, owning the fds."""
         tcp, udp = self.tcp(), self.udp()
         fds = [self.fd_of(tcp), self.fd_of(udp)]
-        sockets = sockets_from_fds(fds, [SocketRequest(0, ip="127.0.0.1"),
-                                         SocketRequest(udp.getsockname()[1], "udp", "127.0.0.1")])
+        sockets = sockets_from_fds(
+            fds,
+            [
+                SocketRequest(0, ip="127.0.0.1"),
+                SocketRequest(udp.getsockname()[1], "udp", "127.0.0.1"),
+            ],
+        )
         self.closing(sockets)
         self.assertEqual([sock.fileno() for sock in sockets], fds)
