@@ -52,6 +52,12 @@ def _bind(
     where: str, names: Sequence[str], args: Sequence[str], kwargs: Dict[str, str]
 ) -> Dict[str, str]:
     """Positional ARGS and keyword KWARGS as one mapping, in Twisted's order for NAMES."""
+    if "" in args[1:] or kwargs.get("interface") == "":
+        # What Twisted makes of interface=::1: the colons split it into empty values.
+        raise ValueError(
+            f"{where}: an IPv6 interface needs its colons escaped with backslashes, as in "
+            f"{where}:443:interface=\\:\\:1 (in a shell, quote it)"
+        )
     if len(args) > len(names):
         extra = ":".join(args[len(names) :])
         raise ValueError(f"{where}: unexpected value {extra!r}; name it, for example interface=...")
@@ -69,7 +75,8 @@ def _bind(
 
 
 def _number(where: str, name: str, text: str, low: int, high: int) -> int:
-    if not text.isdigit() or not low <= int(text) <= high or (len(text) > 1 and text[0] == "0"):
+    digits = text.isascii() and text.isdigit()
+    if not digits or not low <= int(text) <= high or (len(text) > 1 and text[0] == "0"):
         raise ValueError(f"{where}: {name} {text!r} is not a number from {low} to {high}")
     return int(text)
 
@@ -105,9 +112,9 @@ def _checked(where: str, build: Any) -> Any:
 
 
 def _stream_endpoint(
-    reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str]
+    reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str], where: str = ""
 ) -> Any:
-    where = f"{PREFIX}:{protocol}"
+    where = where or f"{PREFIX}:{protocol}"
     values = _bind(where, _STREAM_ARGUMENTS, args, kwargs)
     port = _number(where, "port", values["port"], 0, 65535)
     backlog = _number(
@@ -128,6 +135,7 @@ def _tls_endpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> 
         "tcp",
         [],
         {k: v for k, v in values.items() if k in _STREAM_ARGUMENTS + _HELPER_KEYWORDS},
+        where,
     )
     tls = {k: v for k, v in values.items() if k in _TLS_ARGUMENTS and k not in _STREAM_ARGUMENTS}
     try:
