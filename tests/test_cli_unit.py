@@ -22,7 +22,12 @@ import procket_twisted._doctor
 import procket_twisted._locate
 from procket_twisted._cli import main
 
-from .support import set_environment
+from .support import (
+    cli_command,
+    run_command_unprivileged,
+    set_environment,
+    skip_unless_privileged,
+)
 
 FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
 FAKE_COMMAND = shlex.join([sys.executable, FAKE_HELPER])
@@ -114,10 +119,22 @@ class InstallHelperTests(CommandLineTestCase):
         self.assertEqual(os.listdir(prefix), [], "it changed the prefix anyway")
 
     def test_refused_as_normal_user(self) -> None:
-        """As a normal user it returns 1, says it must run as root, and touches nothing."""
-        if os.geteuid() == 0:
-            raise self.skipTest("runs as root, where install-helper would not refuse")
-        self.check_refused()
+        """
+        As a normal user it exits 1, says it must run as root, and touches nothing. Run as root,
+        the test runs the real command as the unprivileged test user instead.
+        """
+        if os.geteuid() != 0:
+            self.check_refused()
+            return
+        skip_unless_privileged(self)
+        prefix = self.directory()
+        os.chmod(prefix, 0o777)
+        result = run_command_unprivileged(
+            cli_command() + ["install-helper", "--prefix", prefix], {}
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn("must run as root", result.stderr)
+        self.assertEqual(os.listdir(prefix), [], "it changed the prefix anyway")
 
     def test_refused_when_not_effectively_root(self) -> None:
         """The check is on the effective uid (also checked here as root, by pretending)."""
