@@ -14,7 +14,7 @@ from typing import Callable, List, Optional
 from ._api import listen
 from ._diagnose import can_execute, no_new_privs, privilege_problems
 from ._direct import has_bind_capability, unprivileged_port_start
-from ._errors import HelperNotFoundError, ProcketError
+from ._errors import HelperNotFoundError, HelperNotPrivilegedError, ProcketError
 from ._locate import Progname, find_helper, has_file_capabilities
 
 __all__ = ["doctor"]
@@ -108,7 +108,9 @@ def doctor(
         say(f"RESULT: this user can get privileged sockets through {command.helper}.")
         return 0
     say(f"- test: FAILED ({type(failure).__name__}, step {failure.step}): {failure}")
-    fixes: List[str] = privilege_problems(command.helper)
+    fixes: List[str] = (
+        privilege_problems(command.helper) if isinstance(failure, HelperNotPrivilegedError) else []
+    )
     for fix in fixes:
         say(f"- fix: {fix}")
     say("RESULT: this user cannot get privileged sockets right now.")

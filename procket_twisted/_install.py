@@ -116,6 +116,32 @@ def _make_directories(directory: str) -> None:
         os.chmod(path, 0o755)
 
 
+def _make_reachable(prefix: str, directory: str) -> List[str]:
+    """
+    Let every user reach the helper: add search permission (o+x) to PREFIX and the directories
+    below it (a prefix from mktemp -d is mode 700); above PREFIX only warn, as those directories
+    are not ours to change.
+    """
+    lines = []
+    current = directory
+    while True:
+        mode = stat.S_IMODE(os.stat(current).st_mode)
+        if not mode & stat.S_IXOTH:
+            os.chmod(current, mode | stat.S_IXGRP | stat.S_IXOTH)
+            lines.append(f"made {current} searchable by every user (mode {mode | 0o011:o})")
+        if current == prefix or current == "/":
+            break
+        current = os.path.dirname(current)
+    while current != "/":
+        current = os.path.dirname(current)
+        if not os.stat(current).st_mode & stat.S_IXOTH:
+            lines.append(
+                f"warning: other users cannot enter {current}, so they cannot run the helper: "
+                f"chmod o+x {current}, or choose another --prefix"
+            )
+    return lines
+
+
 def _group_id(group: Optional[str]) -> Optional[int]:
     if group is None:
         return None
@@ -271,10 +297,7 @@ def install_helper(
         problem = _policy_problem(policy)
         kept = f"kept the existing policy {policy}"
         done.append(kept if problem is None else f"{kept}, BUT the helper refuses it: {problem}")
-    if any(not os.stat(p).st_mode & stat.S_IXOTH for p in (prefix, directory)):
-        done.append(
-            f"warning: other users cannot enter {prefix}: chmod o+x the directories above the helper"
-        )
+    done.extend(_make_reachable(os.path.normpath(prefix), directory))
     if os.path.normpath(prefix) != DEFAULT_PREFIX:
         command = f"sudo -n {helper}" if mode == "sudo" else helper
         done.append(f"point programs at it with: export PROCKET_HELPER='{command}'")

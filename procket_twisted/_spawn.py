@@ -16,7 +16,7 @@ import socket
 import stat
 import threading
 import time
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from ._errors import (
     HelperFailedError,
@@ -38,6 +38,44 @@ def helper_argv(command: HelperCommand, requests: Sequence[SocketRequest]) -> Li
     return list(command.argv) + helper_arguments(requests)
 
 
+def _unsearchable_directory(path: str) -> Optional[str]:
+    """The first directory above PATH that this process may not search, or None."""
+    current = os.path.dirname(os.path.abspath(path))
+    ancestors = []
+    while True:
+        ancestors.append(current)
+        if current == "/":
+            break
+        current = os.path.dirname(current)
+    for directory in reversed(ancestors):
+        if not os.access(directory, os.X_OK):
+            return directory
+    return None
+
+
+def _why_not_executable(path: str) -> str:
+    """Why this process may not execute PATH, and what would fix it."""
+    closed = _unsearchable_directory(path)
+    if closed is not None:
+        return (
+            f"this user cannot enter {closed} (no search permission); as root: chmod o+x {closed}"
+        )
+    try:
+        info = os.stat(path)
+        noexec = bool(os.statvfs(path).f_flag & os.ST_NOEXEC)
+    except OSError:
+        return "this user may not execute it"
+    if not info.st_mode & stat.S_IXOTH and info.st_mode & stat.S_IXGRP:
+        return (
+            f"only root and members of group {info.st_gid} may run it (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); an administrator can add this user to that group "
+            "(usermod -aG GROUP USER, then log in again)"
+        )
+    if noexec:
+        return "its filesystem is mounted noexec"
+    return "this user may not execute it"
+
+
 def spawn_error(error: OSError, command: HelperCommand) -> ProcketError:
     """The typed error for a helper that could not be started at all."""
     path = command.executable
@@ -48,21 +86,9 @@ def spawn_error(error: OSError, command: HelperCommand) -> ProcketError:
             step="spawn",
         )
     if error.errno == 13:  # EACCES
-        reason = "this user may not execute it"
-        try:
-            info = os.stat(path)
-            if not info.st_mode & stat.S_IXOTH and info.st_mode & stat.S_IXGRP:
-                reason = (
-                    f"only root and members of group {info.st_gid} may run it (mode "
-                    f"{stat.S_IMODE(info.st_mode):o}); an administrator can add this user to "
-                    "that group (usermod -aG GROUP USER, then log in again)"
-                )
-            elif os.statvfs(path).f_flag & os.ST_NOEXEC:
-                reason = "its filesystem is mounted noexec"
-        except OSError:
-            pass
         return PolicyDeniedError(
-            f"permission denied running the helper {path}: {reason}", step="spawn"
+            f"permission denied running the helper {path}: {_why_not_executable(path)}",
+            step="spawn",
         )
     return HelperFailedError(
         f"cannot start the helper {command.describe()}: {error.strerror}",

@@ -310,6 +310,27 @@ class InstallHelperTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(prefix.helper).st_mode), 0o755)
         self.assertEqual(self.get_socket(f"sudo -n {prefix.helper}"), {"owner": TEST_UID})
 
+    def test_private_prefix_is_made_reachable(self) -> None:
+        """A prefix from mktemp -d (mode 700) is made searchable, so nobody can use the helper."""
+        prefix = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, prefix)
+        result = subprocess.run(
+            cli_command() + ["install-helper", "--prefix", prefix], capture_output=True, text=True
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"made {prefix} searchable by every user", result.stdout)
+        helper = os.path.join(prefix, "libexec", "procket-twisted", "procket-helper")
+        self.assertEqual(self.get_socket(helper), {"owner": TEST_UID})
+
+    def test_unreachable_helper_names_the_directory(self) -> None:
+        """A helper below a directory the user cannot enter: the error names that directory."""
+        prefix = install_prefix(self)
+        os.chmod(prefix.path, 0o700)
+        result = self.get_socket(prefix.helper)
+        self.assertEqual((result["type"], result["step"]), ("PolicyDeniedError", "spawn"))
+        self.assertIn(f"cannot enter {prefix.path}", result["message"])
+        self.assertIn(f"chmod o+x {prefix.path}", result["message"])
+
     def test_unsafe_prefix_is_refused(self) -> None:
         """A prefix under a directory another user owns is refused, naming that directory."""
         parent = tempfile.mkdtemp()
