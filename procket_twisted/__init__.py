@@ -16,6 +16,7 @@ from ._errors import (
     SocketError,
 )
 from ._locate import HelperCommand, find_helper
+from ._policy_check import PolicyDecision, policy_decisions
 from ._request import SocketRequest
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "listen_many",
     "SocketRequest",
     "find_helper",
+    "policy_decisions",
+    "PolicyDecision",
     "HelperCommand",
     "DEFAULT_TIMEOUT",
     "ProcketError",

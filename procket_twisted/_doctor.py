@@ -9,13 +9,15 @@ import errno
 import os
 import stat
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from ._api import listen
 from ._diagnose import can_execute, no_new_privs, privilege_problems
 from ._direct import has_bind_capability, unprivileged_port_start
 from ._errors import HelperNotFoundError, HelperNotPrivilegedError, ProcketError
 from ._locate import Progname, find_helper, has_file_capabilities
+from ._policy_check import policy_decisions
+from ._request import SocketRequest
 
 __all__ = ["doctor"]
 
@@ -53,8 +55,8 @@ def _policy_line(helper: str) -> str:
 
 def _probe(
     progname: Progname, port: Optional[int], say: Callable[[str], None]
-) -> Optional[ProcketError]:
-    """Ask the helper for a listening socket on a privileged port; None when it worked."""
+) -> Tuple[int, Optional[ProcketError]]:
+    """Ask the helper for a listening socket on a privileged port: the port, and the failure."""
     ports = [port] if port is not None else list(range(1023, 1023 - _PROBE_ATTEMPTS, -1))
     failure: Optional[ProcketError] = None
     for candidate in ports:
@@ -65,7 +67,7 @@ def _probe(
             failure = error
             if error.errno == errno.EADDRINUSE and port is None:
                 continue
-            return error
+            return candidate, error
         elapsed = (time.perf_counter() - started) * 1000
         with sock:
             owner = os.fstat(sock.fileno()).st_uid
@@ -73,8 +75,19 @@ def _probe(
             f"- test: got a listening TCP socket on {_PROBE_ADDRESS} port {candidate} through the "
             f"helper in {elapsed:.1f} ms, owned by uid {owner}"
         )
-        return None
-    return failure
+        return candidate, None
+    return ports[-1], failure
+
+
+def _show_rule(progname: Progname, port: int, say: Callable[[str], None]) -> None:
+    """Say which policy rule decides the probe's request for this user."""
+    request = SocketRequest(port, "tcp", _PROBE_ADDRESS)
+    try:
+        decision = policy_decisions([request], progname=progname)[0]
+    except ProcketError as error:
+        say(f"- policy rule for {request.describe()}: cannot tell ({error})")
+        return
+    say(f"- policy rule for {request.describe()}, for this user: {decision.describe()}")
 
 
 def doctor(
@@ -103,7 +116,8 @@ def doctor(
     say(f"- helper: {command.describe()}")
     say(f"- helper file: {command.helper}: {_describe_file(command.helper)}")
     say(f"- policy: {_policy_line(command.helper)}")
-    failure = _probe(progname, port, say)
+    probed, failure = _probe(progname, port, say)
+    _show_rule(progname, probed, say)
     if failure is None:
         say(f"RESULT: this user can get privileged sockets through {command.helper}.")
         return 0

@@ -38,7 +38,7 @@ HELPER_STEPS = (
     "setsockopt", "bind", "listen", "drop", "send",
 )  # fmt: skip
 MAX_SOCKETS = 253  # SCM_MAX_FD: what one message can carry
-_PACKET_BYTES = 4096
+_PACKET_BYTES = 16384  # the largest reply: a check of 253 sockets and a long policy path
 _CONTROL_BYTES = socket.CMSG_SPACE(MAX_SOCKETS * array.array("i").itemsize)
 
 

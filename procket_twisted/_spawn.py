@@ -30,7 +30,7 @@ from ._protocol import Packet, close_fds, helper_arguments, receive_packets
 from ._reply import sockets_from_reply
 from ._request import SocketRequest
 
-__all__ = ["run_helper", "spawn_error", "helper_argv"]
+__all__ = ["run_helper", "exchange", "spawn_error", "helper_argv"]
 
 
 def helper_argv(command: HelperCommand, requests: Sequence[SocketRequest]) -> List[str]:
@@ -174,12 +174,21 @@ def run_helper(
 
     @raise ProcketError: the typed error for whatever went wrong; nothing is left open or running.
     """
-    argv = helper_argv(command, requests)
+    packets, exit_code = exchange(command, helper_argv(command, requests), timeout)
+    return sockets_from_reply(requests, command, packets, exit_code)
+
+
+def exchange(command: HelperCommand, argv: List[str], timeout: float) -> Tuple[List[Packet], int]:
+    """
+    Run the helper with ARGV and return every packet it sent (their fds are the caller's to
+    close) and its exit code.
+
+    @raise ProcketError: when it cannot be started, or does not end within TIMEOUT.
+    """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours:
         try:
             pid = _start(command, argv, theirs)
         finally:
             theirs.close()
-        packets, exit_code = _wait(pid, ours, timeout)
-    return sockets_from_reply(requests, command, packets, exit_code)
+        return _wait(pid, ours, timeout)

@@ -215,6 +215,44 @@ class PlainAPITests(SynchronousTestCase):
         """)
         self.assertEqual(result, {"fds_same": True, "children": []})
 
+    def test_policy_decisions_name_the_rule(self) -> None:
+        """policy_decisions says which line decides each request for this user, opening nothing."""
+        port = free_port()
+        self.prefix.write_policy(f"""
+            # comment
+            deny kind=tcp port={port}
+            allow kind=tcp
+        """)
+        result = self.run_client(f"""
+            decisions = policy_decisions([SocketRequest({port}, ip="127.0.0.1"),
+                                          SocketRequest({port} + 1, ip="127.0.0.1"),
+                                          SocketRequest({port}, "udp", "127.0.0.1")])
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))  # nothing was bound by the check: a free port stays free
+            report([[d.allowed, d.line, d.rule, d.describe()] for d in decisions])
+        """)
+        self.assertEqual(result[0][:3], [False, 3, f"deny kind=tcp port={port}"])
+        self.assertEqual(result[1][:3], [True, 4, "allow kind=tcp"])
+        self.assertEqual(result[2][:3], [False, 0, None])
+        self.assertIn("no rule in", result[2][3])
+        os.unlink(self.prefix.policy)
+        default = self.run_client(f"""
+            report([policy_decisions([SocketRequest({port})])[0].describe()])
+        """)
+        self.assertIn("built-in default", default[0])
+
+    def test_policy_check_with_a_refused_file(self) -> None:
+        """A policy file others can write: the check fails with PolicyDeniedError saying why."""
+        os.chmod(self.prefix.policy, 0o666)
+        result = self.run_client("""
+            try:
+                policy_decisions([SocketRequest(80)])
+            except PolicyDeniedError as error:
+                report(error_facts(error))
+        """)
+        self.assertEqual((result["type"], result["step"]), ("PolicyDeniedError", "policy"))
+        self.assertIn("group and others", result["message"])
+
     def test_least_privilege_spawns_nothing(self) -> None:
         """A port this user may bind itself is bound directly: no helper is needed at all."""
         result = self.run_client(
@@ -351,6 +389,8 @@ class InstallHelperTests(SynchronousTestCase):
         good = run_command_unprivileged(doctor, {"PROCKET_HELPER": prefix.helper})
         self.assertEqual(good.returncode, 0, good.stdout + good.stderr)
         self.assertIn("RESULT: this user can get privileged sockets", good.stdout)
+        self.assertIn("for this user: allowed by line", good.stdout)
+        self.assertIn("allow kind=tcp,udp", good.stdout)
         os.chmod(prefix.helper, 0o755)
         bad = run_command_unprivileged(doctor, {"PROCKET_HELPER": prefix.helper})
         self.assertEqual(bad.returncode, 1)

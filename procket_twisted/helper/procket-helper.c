@@ -14,6 +14,8 @@
  *      groups from getgroups(); then the environment is cleared.
  *   3. parse: argv is "v1 SPEC...", one SPEC per socket, each parsed strictly (allowlisted keys
  *      and names, decimal numbers without sign or leading zeros, numeric addresses, bounded lengths).
+ *      "v1 check SPEC..." only reports which policy rule decides each socket (after step 5's
+ *      checks of the policy file) and exits: no privileged step is taken.
  *   4. privilege: the permitted capability set holds every capability the request needs.
  *   5. policy: the helper's own path and its policy file (PATH-OF-HELPER-DIR/policy) are reached
  *      without following symlinks through directories owned by root that group and others cannot
@@ -103,6 +105,7 @@ struct socket_request {
 };
 
 struct request {
+    bool check;                       /* "v1 check SPEC...": report the policy's decisions only */
     unsigned count;
     struct socket_request sockets[MAX_SOCKETS];
 };
@@ -310,22 +313,25 @@ static bool parse_request(int argc, char *const argv[], struct request *out, uns
                           reason why)
 {
     *bad = 0;
-    if (argc < 3) {
-        say(why, "usage: procket-helper " PROTOCOL_VERSION " SPEC... (it is run by procket_twisted)");
-        return false;
-    }
-    if (strcmp(argv[1], PROTOCOL_VERSION) != 0) {
+    if (argc >= 2 && strcmp(argv[1], PROTOCOL_VERSION) != 0) {
         say(why, "protocol '%.16s' is not supported; this helper speaks " PROTOCOL_VERSION
             " (reinstall it with procket-twisted install-helper)", argv[1]);
         return false;
     }
-    if (argc - 2 > MAX_SOCKETS) {
-        say(why, "%d sockets asked for; at most %d per call", argc - 2, MAX_SOCKETS);
+    out->check = argc >= 3 && strcmp(argv[2], "check") == 0;
+    int first = out->check ? 3 : 2;
+    if (argc <= first) {
+        say(why, "usage: procket-helper " PROTOCOL_VERSION " [check] SPEC... (it is run by "
+            "procket_twisted)");
         return false;
     }
-    out->count = (unsigned)(argc - 2);
+    if (argc - first > MAX_SOCKETS) {
+        say(why, "%d sockets asked for; at most %d per call", argc - first, MAX_SOCKETS);
+        return false;
+    }
+    out->count = (unsigned)(argc - first);
     for (unsigned i = 0; i < out->count; i++)
-        if (!parse_spec(argv[i + 2], &out->sockets[i], why)) {
+        if (!parse_spec(argv[first + (int)i], &out->sockets[i], why)) {
             *bad = i + 1;
             return false;
         }
@@ -814,6 +820,28 @@ static void check_policy(const struct policy *policy, const char *path, const st
     }
 }
 
+/*
+ * The "check" request: which rule decides each socket for this caller, and nothing else (no
+ * socket is created). Replies "check N DECISION... PATH" where DECISION is allow:LINE or
+ * deny:LINE; line 0 is the built-in default when allowed, and "no rule matched" when denied.
+ */
+static _Noreturn void report_decisions(const struct policy *policy, const char *path,
+                                       const struct caller *caller, const struct request *request)
+{
+    static char reply[MAX_SOCKETS * 16 + PATH_MAX + 32];
+    size_t used = (size_t)snprintf(reply, sizeof reply, "check %u", request->count);
+    for (unsigned i = 0; i < request->count; i++) {
+        const struct rule *rule = policy_decision(policy, caller, &request->sockets[i]);
+        used += (size_t)snprintf(reply + used, sizeof reply - used, " %s:%u",
+                                 rule != NULL && rule->allow ? "allow" : "deny",
+                                 rule != NULL ? rule->line : 0);
+    }
+    used += (size_t)snprintf(reply + used, sizeof reply - used, " %s\n", path);
+    if (send(0, reply, used, MSG_NOSIGNAL) != (ssize_t)used)
+        fail(0, STEP_SEND, errno, "cannot send the policy's decisions");
+    _exit(0);
+}
+
 /* ---- steps 6 to 8: become the caller, open, drop -------------------------------------------- */
 
 static void become_caller(const struct caller *caller, bool change_ids, capabilities keep)
@@ -922,6 +950,10 @@ int main(int argc, char *argv[])
     if (!parse_request(argc, argv, &request, &bad, why))
         fail(bad, STEP_PARSE, EINVAL, "%s", why);
 
+    if (request.check) {
+        load_policy(&policy, policy_path, sizeof policy_path);
+        report_decisions(&policy, policy_path, &caller, &request);
+    }
     capabilities sockets_need = CAP_BIT(CAP_NET_BIND_SERVICE);
     bool change_ids = !is_caller(&caller);
     check_privilege(sockets_need | (change_ids ? CAP_BIT(CAP_SETUID) | CAP_BIT(CAP_SETGID) : 0));
