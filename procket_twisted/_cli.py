@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
         "(mode 4755) and the policy decides",
     )
     install.add_argument(
+        "--from",
+        dest="source",
+        metavar="HELPER",
+        help="install this helper binary instead of the one built with the package (for example "
+        "a sanitizer build)",
+    )
+    install.add_argument(
         "--mode",
         choices=MODES,
         default="setuid",
@@ -73,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     options = _parser().parse_args(argv)
     if options.command == "install-helper":
         try:
-            for line in install_helper(options.prefix, options.group, options.mode):
+            for line in install_helper(options.prefix, options.group, options.mode, options.source):
                 print(line)
         except (InstallError, OSError) as error:
             print(f"procket-twisted install-helper: error: {error}", file=sys.stderr)

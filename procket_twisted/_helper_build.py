@@ -21,6 +21,10 @@ HARDENING = [
     "-O2", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong", "-fPIE",
     "-Wl,-z,relro,-z,now,-z,noexecstack",
 ]  # fmt: skip
+#: The test build (scripts/test's sanitizer run): every sanitizer report aborts the helper.
+SANITIZERS = [
+    "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g",
+]  # fmt: skip
 STATIC = ["-static-pie"]
 DYNAMIC = ["-pie"]
 

@@ -241,7 +241,10 @@ def _policy_problem(path: str) -> Optional[str]:
 
 
 def install_helper(
-    prefix: str = DEFAULT_PREFIX, group: Optional[str] = None, mode: str = "setuid"
+    prefix: str = DEFAULT_PREFIX,
+    group: Optional[str] = None,
+    mode: str = "setuid",
+    source: Optional[str] = None,
 ) -> List[str]:
     """
     Install the helper under PREFIX and return what was done, a line per action.
@@ -250,7 +253,9 @@ def install_helper(
         (mode 4755), and the policy decides what each user gets.
     @param mode: ``setuid`` (setuid root), ``setcap`` (file capabilities, never root), or
         ``sudo`` (a sudoers drop-in lets GROUP, or everyone, run it through ``sudo -n``).
-    @raise InstallError: when not root, or the prefix or group cannot be used.
+    @param source: the helper binary to install instead of the one built with this package (a
+        sanitizer build for the tests, a distribution's build).
+    @raise InstallError: when not root, or the prefix, group or source cannot be used.
     """
     if mode not in MODES:
         raise InstallError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -261,7 +266,10 @@ def install_helper(
         )
     if not os.path.isabs(prefix):
         raise InstallError(f"--prefix must be an absolute path, not {prefix!r}")
-    source = built_helper()
+    if source is None:
+        source = built_helper()
+    elif not os.path.isfile(source):
+        raise InstallError(f"--from {source}: no such file")
     gid = _group_id(group)
     directory = helper_directory(os.path.normpath(prefix))
     _make_directories(directory)

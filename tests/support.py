@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 REQUIRE_VARIABLE = "PROCKET_REQUIRE_PRIVILEGED_TESTS"
+#: A helper binary the privileged tests install instead of the package's (scripts/test sets it to
+#: the ASan and UBSan build for its sanitizer run).
+HELPER_BUILD_VARIABLE = "PROCKET_TEST_HELPER_BUILD"
 TEST_USER = "nobody"
 TEST_UID = pwd.getpwnam(TEST_USER).pw_uid
 TEST_GID = pwd.getpwnam(TEST_USER).pw_gid
@@ -124,6 +127,12 @@ def skip_unless_privileged(testcase: unittest.TestCase) -> None:
     raise unittest.SkipTest(reason)
 
 
+def skip_with_sanitizer_build(testcase: unittest.TestCase, why: str) -> None:
+    """Skip TESTCASE in the sanitizer run, for a property only the static release build has."""
+    if os.environ.get(HELPER_BUILD_VARIABLE):
+        raise unittest.SkipTest(f"the sanitizer build is dynamically linked: {why}")
+
+
 def cli_command() -> List[str]:
     """The installed ``procket-twisted`` command for this interpreter."""
     script = os.path.join(os.path.dirname(sys.executable), "procket-twisted")
@@ -161,8 +170,10 @@ def install_prefix(
     path = tempfile.mkdtemp(prefix="procket-prefix-")
     os.chmod(path, 0o755)
     testcase.addCleanup(shutil.rmtree, path, True)
+    build = os.environ.get(HELPER_BUILD_VARIABLE)
+    source = ["--from", build] if build else []
     result = subprocess.run(
-        cli_command() + ["install-helper", "--prefix", path, *options],
+        cli_command() + ["install-helper", "--prefix", path, *source, *options],
         capture_output=True,
         text=True,
     )

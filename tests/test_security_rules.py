@@ -43,6 +43,7 @@ from .support import (
     install_prefix,
     run_unprivileged,
     skip_unless_privileged,
+    skip_with_sanitizer_build,
 )
 
 #: The environment every simulated caller passes; the helper must keep none of it.
@@ -997,6 +998,7 @@ class UnprivilegedHelperTests(HelperTestCase):
         the step that ran out (reading its own path and policy, or the third socket) and that
         step's exit status: never a signal, never an fd.
         """
+        skip_with_sanitizer_build(self, "its loader needs descriptors before main runs")
         specs = [tcp_spec(self.port), udp_spec(self.port), tcp_spec(self.port, "::1", "inet6")]
         results = {}
         for limit in (3, 4, 5):

@@ -138,6 +138,15 @@ struct caller {
 
 typedef char reason[160];             /* why a parse or check failed, for the error message */
 
+#ifdef __SANITIZE_ADDRESS__
+/* The sanitizer build for the tests: LeakSanitizer cannot inspect a non-dumpable process. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "detect_leaks=0";
+}
+#endif
+
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))
 
 static bool channel_ready;            /* fd 0 checked: errors go there, else to fd 2 */
