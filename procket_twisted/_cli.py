@@ -6,6 +6,7 @@ The ``procket-twisted`` command: ``install-helper`` (as root), ``doctor`` (as an
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from typing import List, Optional
 
@@ -14,6 +15,13 @@ from ._install import DEFAULT_PREFIX, MODES, InstallError, install_helper
 from ._plugin_cache import regenerate_plugin_cache
 
 __all__ = ["main"]
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("procket-twisted")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _port(text: str) -> int:
@@ -27,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="procket-twisted",
         description="Privileged sockets for unprivileged programs, from a tiny setuid helper.",
     )
+    parser.add_argument("--version", action="version", version=f"procket-twisted {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     install = commands.add_parser(
         "install-helper",

@@ -361,3 +361,8 @@ def process_users(name_part: str) -> Dict[int, int]:
 def examples_directory() -> str:
     """The examples, beside the tests (scripts/test copies both)."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def docs_directory() -> str:
+    """The documentation, beside the tests (scripts/test copies it too)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")

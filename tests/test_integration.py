@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -18,6 +19,7 @@ from .support import (
     TEST_GID,
     TEST_UID,
     cli_command,
+    docs_directory,
     free_port,
     install_prefix,
     run_command_unprivileged,
@@ -240,6 +242,28 @@ class PlainAPITests(SynchronousTestCase):
             report([policy_decisions([SocketRequest({port})])[0].describe()])
         """)
         self.assertIn("built-in default", default[0])
+
+    def test_documented_policies_are_accepted(self) -> None:
+        """Every policy example in docs/policy.md is accepted by the helper and means what it says."""
+        with open(os.path.join(docs_directory(), "policy.md")) as page:
+            text = page.read()
+        examples = re.findall(r"```\n(.*?)```", text.split("## Examples")[1], re.S)[:2]
+        self.assertEqual(len(examples), 2)
+        self.prefix.write_policy(examples[0])
+        result = self.run_client("""
+            asks = [SocketRequest(80, ip="127.0.0.1"), SocketRequest(22), SocketRequest(53, "udp"),
+                    SocketRequest(8080)]
+            report([[d.allowed, d.rule] for d in policy_decisions(asks)])
+        """)
+        self.assertEqual(result, [
+            [False, "deny port=80,443"], [False, "deny port=22,25"],
+            [True, "allow kind=tcp,udp"], [True, "allow kind=tcp,udp"],
+        ])  # fmt: skip
+        self.prefix.write_policy(examples[1])
+        result = self.run_client("""
+            report([d.allowed for d in policy_decisions([SocketRequest(80)])])
+        """)
+        self.assertEqual(result, [False])
 
     def test_policy_check_with_a_refused_file(self) -> None:
         """A policy file others can write: the check fails with PolicyDeniedError saying why."""
