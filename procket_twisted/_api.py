@@ -5,7 +5,7 @@ The plain, blocking API: privileged sockets for any Python program, no Twisted n
 from __future__ import annotations
 
 import socket
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ._direct import can_open_directly, open_directly
 from ._errors import ProcketError, SocketError
@@ -153,6 +153,7 @@ def listen(
     progname: Progname = None,
     timeout: float = DEFAULT_TIMEOUT,
     direct: bool = True,
+    **options: Any,
 ) -> socket.socket:
     """
     A listening TCP socket, or a bound UDP socket, on any port, for an unprivileged process.
@@ -169,6 +170,10 @@ def listen(
         or 8 (IPv6) numbers; ``None`` is every IPv4 address. An IPv6 address gives an IPv6 socket.
     @param backlog: the listen queue for TCP (default 128).
     @param v6only: for IPv6: ``True`` IPv6 only, ``False`` dual-stack, ``None`` system default.
+    @param options: socket options set before bind, as `SocketRequest` takes them:
+        ``reuseport``, ``freebind``, ``transparent``, ``bind_to_device``, ``mark``, ``priority``,
+        ``force_receive_buffer``, ``force_send_buffer``. The privileged ones need a policy rule
+        that grants them (``options=`` in the policy).
     @param progname: the command that runs the helper, split into an argv and never given to a
         shell, for example ``"sudo -n /usr/local/libexec/procket-twisted/procket-helper"``.
         Default: ``$PROCKET_HELPER``, then the installed helper.
@@ -187,5 +192,5 @@ def listen(
     @raise SocketError: the kernel refused, for example ``errno.EADDRINUSE``.
     @raise HelperFailedError: the helper failed in another way (bad reply, crash).
     """
-    request = SocketRequest(port, protocol, ip, backlog, v6only)
+    request = SocketRequest(port, protocol, ip, backlog, v6only, **options)
     return listen_many([request], progname=progname, timeout=timeout, direct=direct)[0]

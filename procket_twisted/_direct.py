@@ -1,8 +1,10 @@
 """
-Least privilege: when this process may bind an address itself, it does, and no helper runs.
+Least privilege: when this process may open a socket itself, it does, and no helper runs.
 
 It may when the port is 0 or at least ``net.ipv4.ip_unprivileged_port_start`` (which covers IPv6
-too), or when it already holds ``CAP_NET_BIND_SERVICE`` (root, or a service given the capability).
+too), or when it already holds ``CAP_NET_BIND_SERVICE`` (root, or a service given it), and when it
+holds whatever capability the requested options need (none for v6only, reuseport, freebind and a
+priority up to 6).
 """
 
 from __future__ import annotations
@@ -10,12 +12,18 @@ from __future__ import annotations
 import socket
 
 from ._diagnose import process_status_field
+from ._options import CAP_NET_BIND_SERVICE, OPTIONS
 from ._reply import socket_error
 from ._request import SocketRequest
 
-__all__ = ["unprivileged_port_start", "has_bind_capability", "can_open_directly", "open_directly"]
+__all__ = [
+    "unprivileged_port_start",
+    "has_capability",
+    "has_bind_capability",
+    "can_open_directly",
+    "open_directly",
+]
 
-CAP_NET_BIND_SERVICE = 10
 _PORT_START_FILE = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 
@@ -28,24 +36,37 @@ def unprivileged_port_start() -> int:
         return 1024
 
 
-def has_bind_capability() -> bool:
-    """Whether this process holds CAP_NET_BIND_SERVICE in its effective set."""
+def has_capability(capability: int) -> bool:
+    """Whether this process holds CAPABILITY in its effective set."""
     effective = process_status_field("CapEff")
     try:
-        return bool(int(effective or "0", 16) >> CAP_NET_BIND_SERVICE & 1)
+        return bool(int(effective or "0", 16) >> capability & 1)
     except ValueError:
         return False
 
 
+def has_bind_capability() -> bool:
+    """Whether this process holds CAP_NET_BIND_SERVICE (root does)."""
+    return has_capability(CAP_NET_BIND_SERVICE)
+
+
 def can_open_directly(request: SocketRequest) -> bool:
-    """Whether REQUEST needs no privilege from this process."""
-    return request.port == 0 or request.port >= unprivileged_port_start() or has_bind_capability()
+    """Whether REQUEST, its port and its options, needs no privilege this process lacks."""
+    port = request.port
+    if not (port == 0 or port >= unprivileged_port_start() or has_bind_capability()):
+        return False
+    for option in OPTIONS:
+        value = option.value(request)
+        capability = option.capability_for(value) if value is not None else None
+        if capability is not None and not has_capability(capability):
+            return False
+    return True
 
 
 def open_directly(request: SocketRequest, index: int = 1) -> socket.socket:
     """
     Open REQUEST in this process, the way the helper would (SO_REUSEADDR on TCP, as Twisted's own
-    listenTCP does).
+    listenTCP does, then the requested options, then bind, then listen).
 
     @raise SocketError: naming the failed call, with the kernel's errno.
     """
@@ -59,8 +80,10 @@ def open_directly(request: SocketRequest, index: int = 1) -> socket.socket:
         step = "setsockopt"
         if request.protocol == "tcp":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if request.v6only is not None:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(request.v6only))
+        for option in OPTIONS:
+            value = option.value(request)
+            if value is not None:
+                option.set(sock, value)
         step = "bind"
         sock.bind((request.ip, request.port))
         if request.protocol == "tcp":

@@ -113,13 +113,15 @@ class ProcketServerEndpoint(_HelperEndpoint):
         progname: Progname = None,
         timeout: float = DEFAULT_TIMEOUT,
         direct: bool = True,
+        **options: Any,
     ) -> None:
         """
         @param interface: a numeric local address; ``""`` is every IPv4 address.
+        @param options: socket options, as `SocketRequest` takes them (``mark=42``...).
         @param progname: the helper command (see `procket_twisted.listen`).
         @raise ValueError: for a bad port, interface or backlog.
         """
-        request = SocketRequest(port, "tcp", interface or None, backlog)
+        request = SocketRequest(port, "tcp", interface or None, backlog, **options)
         super().__init__(reactor, request, progname, timeout, direct)
 
     def listen(self, protocolFactory: Any) -> defer.Deferred[IListeningPort]:
@@ -145,11 +147,12 @@ class ProcketDatagramServerEndpoint(_HelperEndpoint):
         progname: Progname = None,
         timeout: float = DEFAULT_TIMEOUT,
         direct: bool = True,
+        **options: Any,
     ) -> None:
         """
         @raise ValueError: for a bad port, interface or packet size.
         """
-        request = SocketRequest(port, "udp", interface or None)
+        request = SocketRequest(port, "udp", interface or None, **options)
         if not isinstance(maxPacketSize, int) or maxPacketSize < 1:
             raise ValueError(f"maxPacketSize must be a positive integer, not {maxPacketSize!r}")
         super().__init__(reactor, request, progname, timeout, direct)

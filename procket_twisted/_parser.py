@@ -4,8 +4,10 @@ Endpoint strings: ``procket:tcp:80``, ``procket:tcp6:443:interface=\\:\\:1``,
 
 The stream forms work wherever Twisted takes a server endpoint string (``serverFromString``,
 ``twistd web --listen``), through the plugin in ``twisted/plugins/``. The keywords and their order
-are those of Twisted's ``tcp:``, ``tcp6:`` and ``ssl:``, plus ``progname`` (the helper command) and
-``timeout`` (seconds). Every malformed string raises ``ValueError`` naming the bad part.
+are those of Twisted's ``tcp:``, ``tcp6:`` and ``ssl:``, plus ``progname`` (the helper
+command), ``timeout`` (seconds) and the socket options (``bindToDevice``, ``mark``,
+``transparent``, ``priority``, ``forceReceiveBuffer``, ``forceSendBuffer``, ``freeBind``,
+``reusePort``, ``v6only``). Every malformed string raises ``ValueError`` naming the bad part.
 
 This module must stay import-light: the plugin imports it whenever Twisted looks for endpoint
 parsers, before ``twistd`` has chosen its reactor, so nothing here may import the reactor.
@@ -42,6 +44,26 @@ _TLS_ARGUMENTS = (
 )  # fmt: skip
 _DATAGRAM_ARGUMENTS = ("port", "interface", "maxPacketSize")
 _HELPER_KEYWORDS = ("progname", "timeout")
+#: Socket option keywords (camelCase, as Twisted's keywords are) and their SocketRequest names.
+_OPTION_KEYWORDS = {
+    "v6only": "v6only",
+    "reusePort": "reuseport",
+    "freeBind": "freebind",
+    "transparent": "transparent",
+    "bindToDevice": "bind_to_device",
+    "mark": "mark",
+    "priority": "priority",
+    "forceReceiveBuffer": "force_receive_buffer",
+    "forceSendBuffer": "force_send_buffer",
+}
+_OPTION_NUMBERS = {
+    "mark": 0xFFFFFFFF,
+    "priority": 0x7FFFFFFF,
+    "forceReceiveBuffer": 0x3FFFFFFF,
+    "forceSendBuffer": 0x3FFFFFFF,
+}
+_YES, _NO = ("yes", "true", "1"), ("no", "false", "0")
+_KEYWORDS_EVERYWHERE = _HELPER_KEYWORDS + tuple(_OPTION_KEYWORDS)
 _USAGE = (
     "use procket:tcp:PORT, procket:tcp6:PORT or procket:ssl:PORT:privateKey=KEY:certKey=CERT "
     "(and procket:udp:PORT with datagramEndpointFromString)"
@@ -63,8 +85,8 @@ def _bind(
         raise ValueError(f"{where}: unexpected value {extra!r}; name it, for example interface=...")
     values = dict(zip(names, args))
     for key, value in kwargs.items():
-        if key not in names and key not in _HELPER_KEYWORDS:
-            known = ", ".join(list(names) + list(_HELPER_KEYWORDS))
+        if key not in names and key not in _KEYWORDS_EVERYWHERE:
+            known = ", ".join(list(names) + list(_KEYWORDS_EVERYWHERE))
             raise ValueError(f"{where}: unknown keyword {key!r} (known: {known})")
         if key in values:
             raise ValueError(f"{where}: {key} is given twice")
@@ -96,6 +118,24 @@ def _helper_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
     return options
 
 
+def _socket_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
+    """The socket option keywords of VALUES, as SocketRequest keyword arguments."""
+    options: Dict[str, Any] = {}
+    for keyword, attribute in _OPTION_KEYWORDS.items():
+        text = values.get(keyword)
+        if text is None:
+            continue
+        if keyword in _OPTION_NUMBERS:
+            options[attribute] = _number(where, keyword, text, 0, _OPTION_NUMBERS[keyword])
+        elif keyword == "bindToDevice":
+            options[attribute] = text
+        elif text.lower() in _YES + _NO:
+            options[attribute] = text.lower() in _YES
+        else:
+            raise ValueError(f"{where}: {keyword} {text!r} is not yes or no")
+    return options
+
+
 def _interface(where: str, values: Dict[str, str], ipv6: bool) -> str:
     interface = values.get("interface", "::" if ipv6 else "")
     if ipv6 and ":" not in interface:
@@ -121,7 +161,7 @@ def _stream_endpoint(
         where, "backlog", values.get("backlog", str(DEFAULT_STREAM_BACKLOG)), 0, 65535
     )
     interface = _interface(where, values, protocol == "tcp6")
-    options = _helper_options(where, values)
+    options = {**_helper_options(where, values), **_socket_options(where, values)}
     return _checked(
         where, lambda: ProcketServerEndpoint(reactor, port, interface, backlog, **options)
     )
@@ -134,7 +174,7 @@ def _tls_endpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> 
         reactor,
         "tcp",
         [],
-        {k: v for k, v in values.items() if k in _STREAM_ARGUMENTS + _HELPER_KEYWORDS},
+        {k: v for k, v in values.items() if k in _STREAM_ARGUMENTS + _KEYWORDS_EVERYWHERE},
         where,
     )
     tls = {k: v for k, v in values.items() if k in _TLS_ARGUMENTS and k not in _STREAM_ARGUMENTS}
@@ -166,7 +206,7 @@ def _datagram_endpoint(
     size = values.get("maxPacketSize", str(DEFAULT_MAX_PACKET_SIZE))
     maxPacketSize = _number(where, "maxPacketSize", size, 1, 65535)
     interface = _interface(where, values, protocol == "udp6")
-    options = _helper_options(where, values)
+    options = {**_helper_options(where, values), **_socket_options(where, values)}
     return _checked(
         where,
         lambda: ProcketDatagramServerEndpoint(reactor, port, interface, maxPacketSize, **options),

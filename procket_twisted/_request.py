@@ -9,14 +9,25 @@ helper's argument (`helper_argument`), and knows whether it needs privilege at a
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
+
+from ._options import OPTIONS
 
 __all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
 
 DEFAULT_BACKLOG = 128
 PROTOCOLS = ("tcp", "udp")
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+#: The largest value of each numeric option (forced buffer sizes: the kernel doubles them).
+_NUMBER_LIMITS = {
+    "mark": 0xFFFFFFFF,
+    "priority": 0x7FFFFFFF,
+    "force_receive_buffer": 0x3FFFFFFF,
+    "force_send_buffer": 0x3FFFFFFF,
+}
 
 #: What ``ip`` may be: a numeric address string, an ``ipaddress`` object, or the seed's tuple form
 #: (four bytes for IPv4, eight 16-bit groups for IPv6).
@@ -77,6 +88,15 @@ class SocketRequest:
     @param backlog: the listen queue of a TCP socket (``None``: 128). Not for UDP.
     @param v6only: for IPv6: ``True`` for IPv6 only, ``False`` for dual-stack (IPv4 too),
         ``None`` for the system default (``net.ipv6.bindv6only``).
+    @param reuseport: SO_REUSEPORT, so several sockets of the same user share the port.
+    @param freebind: IP_FREEBIND, to bind an address the machine does not have (yet).
+    @param transparent: IP_TRANSPARENT (IPV6_TRANSPARENT), for transparent proxies (privileged).
+    @param bind_to_device: SO_BINDTODEVICE: an interface name such as ``"eth0"`` (privileged).
+    @param mark: SO_MARK, the firewall mark, 0 to 4294967295 (privileged).
+    @param priority: SO_PRIORITY, 0 to 2147483647; above 6 is privileged.
+    @param force_receive_buffer: SO_RCVBUFFORCE: a receive buffer size in bytes, beyond
+        ``net.core.rmem_max`` (privileged).
+    @param force_send_buffer: SO_SNDBUFFORCE: the same for the send buffer (privileged).
     @raise TypeError: for a value of the wrong type.
     @raise ValueError: for a value out of range, an unknown protocol, or an option that does not
         apply (``backlog`` for UDP, ``v6only`` for IPv4).
@@ -87,6 +107,14 @@ class SocketRequest:
     ip: IPAddressLike = None
     backlog: Optional[int] = None
     v6only: Optional[bool] = None
+    reuseport: bool = False
+    freebind: bool = False
+    transparent: bool = False
+    bind_to_device: Optional[str] = None
+    mark: Optional[int] = None
+    priority: Optional[int] = None
+    force_receive_buffer: Optional[int] = None
+    force_send_buffer: Optional[int] = None
     address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address] = field(
         init=False, repr=False, compare=False
     )
@@ -109,6 +137,32 @@ class SocketRequest:
                 raise TypeError("v6only must be True, False or None")
             if address.version != 6:
                 raise ValueError("v6only applies to IPv6 addresses only")
+        self._check_options()
+
+    def _check_options(self) -> None:
+        for name in ("reuseport", "freebind", "transparent"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False")
+        device = self.bind_to_device
+        if device is not None and (
+            not isinstance(device, str) or not _DEVICE_NAME.fullmatch(device)
+        ):
+            raise ValueError(
+                f"bind_to_device must be an interface name of 1 to 15 letters, digits and . _ - :"
+                f", not {device!r}"
+            )
+        for name, high in _NUMBER_LIMITS.items():
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1 if "buffer" in name else 0, high)
+
+    def options(self) -> Dict[str, object]:
+        """The socket options asked for, by their policy name (``{"mark": 42, ...}``)."""
+        wanted = {}
+        for option in OPTIONS:
+            value = option.value(self)
+            if value is not None:
+                wanted[option.name] = value
+        return wanted
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -135,10 +189,13 @@ class SocketRequest:
         ]
         if self.protocol == "tcp":
             parts.append(f"backlog={self.effective_backlog}")
-        if self.v6only is not None:
-            parts.append(f"v6only={int(self.v6only)}")
+        for option in OPTIONS:
+            value = option.value(self)
+            if value is not None:
+                parts.append(f"{option.name}={option.helper_value(value)}")
         return ",".join(parts)
 
     def describe(self) -> str:
-        """A short human description, for messages: ``tcp 127.0.0.1 port 80``."""
-        return f"{self.protocol} {self.ip} port {self.port}"
+        """A short human description, for messages: ``tcp 127.0.0.1 port 80 (mark=42)``."""
+        options = ", ".join(f"{name}={value}" for name, value in self.options().items())
+        return f"{self.protocol} {self.ip} port {self.port}" + (f" ({options})" if options else "")

@@ -12,6 +12,7 @@ import socket
 from typing import List, Optional, Sequence
 
 from ._errors import HelperFailedError
+from ._options import OPTIONS
 from ._protocol import close_fds
 from ._request import SocketRequest
 
@@ -35,10 +36,10 @@ def mismatch(sock: socket.socket, request: SocketRequest) -> Optional[str]:
         return f"bound to {host}, not {request.ip}"
     if request.port and port != request.port:
         return f"bound to port {port}, not {request.port}"
-    if request.v6only is not None:
-        v6only = bool(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
-        if v6only != request.v6only:
-            return f"IPV6_V6ONLY is {v6only}, not {request.v6only}"
+    for option in OPTIONS:
+        value = option.value(request)
+        if value is not None and not option.matches(sock, value):
+            return f"option {option.name} is not {value}"
     return None
 
 

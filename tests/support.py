@@ -258,12 +258,19 @@ def run_unprivileged(
     return json.loads(lines[-1])
 
 
+_HANDED_OUT: set = set()
+
+
 def free_port(low: int = 600, high: int = 1000) -> int:
-    """A privileged TCP and UDP port that nothing on 127.0.0.1 or ::1 uses now (as root)."""
+    """
+    A privileged TCP and UDP port that nothing on 127.0.0.1 or ::1 uses now (as root), and that
+    this process has not handed out before (two calls in one test never collide).
+    """
     import random
     import socket
 
-    for port in random.sample(range(low, high), high - low):
+    candidates = [port for port in range(low, high) if port not in _HANDED_OUT]
+    for port in random.sample(candidates, len(candidates)):
         probes = []
         try:
             for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
@@ -273,6 +280,7 @@ def free_port(low: int = 600, high: int = 1000) -> int:
                     if family == socket.AF_INET6:
                         probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                     probe.bind((address, port))
+            _HANDED_OUT.add(port)
             return port
         except OSError:
             continue

@@ -22,10 +22,14 @@
  *      write (sticky directories excepted); the file must be a root-owned regular file that group
  *      and others cannot write. No file: the built-in default (TCP and UDP only). A bad file: nothing.
  *      Every socket must be allowed before any is created. No NSS: ids in the policy are numeric.
- *   6. become the caller, keeping only the capabilities the sockets need: PR_SET_KEEPCAPS,
+ *   6. become the caller, keeping only the capabilities the sockets need (CAP_NET_BIND_SERVICE,
+ *      and CAP_NET_RAW for a device binding, CAP_NET_ADMIN for mark, transparent, priority and
+ *      forced buffer sizes): PR_SET_KEEPCAPS,
  *      setgroups(0), setresgid, setresuid, then capset to exactly that set (rule 7: the sockets
  *      are created by the caller's uid, so SO_REUSEPORT groups never span users).
- *   7. for each socket: socket, setsockopt, bind, listen (streams).
+ *   7. for each socket: socket, setsockopt (SO_REUSEADDR for streams, then the requested
+ *      options: v6only, reuseport, freebind, transparent, device, mark, priority, rcvbuf, sndbuf),
+ *      bind, listen (streams).
  *   8. drop: clear every capability and PR_SET_KEEPCAPS; verify getresuid, getresgid, no groups,
  *      no capabilities, and that setuid(0) and setgid(0) fail.
  *   9. send: one message "ok N\n" carrying all N fds in request order; exit 0.
@@ -41,6 +45,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -90,6 +95,22 @@ enum { FAMILY_INET = 1u << 0, FAMILY_INET6 = 1u << 1 };
 static const struct name_bit family_names[] = {
     {"inet", FAMILY_INET}, {"inet6", FAMILY_INET6},
 };
+/* Socket options, set before bind: each is a feature a policy rule can grant by name. */
+enum {
+    OPTION_V6ONLY = 1u << 0, OPTION_REUSEPORT = 1u << 1, OPTION_FREEBIND = 1u << 2,
+    OPTION_DEVICE = 1u << 3, OPTION_MARK = 1u << 4, OPTION_TRANSPARENT = 1u << 5,
+    OPTION_PRIORITY = 1u << 6, OPTION_RCVBUF = 1u << 7, OPTION_SNDBUF = 1u << 8,
+};
+static const struct name_bit option_names[] = {
+    {"v6only", OPTION_V6ONLY}, {"reuseport", OPTION_REUSEPORT}, {"freebind", OPTION_FREEBIND},
+    {"device", OPTION_DEVICE}, {"mark", OPTION_MARK}, {"transparent", OPTION_TRANSPARENT},
+    {"priority", OPTION_PRIORITY}, {"rcvbuf", OPTION_RCVBUF}, {"sndbuf", OPTION_SNDBUF},
+};
+/* What an allow rule grants when it names no options: those any process may set itself. */
+#define UNPRIVILEGED_OPTIONS (OPTION_V6ONLY | OPTION_REUSEPORT | OPTION_FREEBIND)
+/* The options the kernel checks CAP_NET_ADMIN for (or CAP_NET_RAW, for some). */
+#define NET_ADMIN_OPTIONS \
+    (OPTION_MARK | OPTION_TRANSPARENT | OPTION_PRIORITY | OPTION_RCVBUF | OPTION_SNDBUF)
 
 struct address {
     unsigned family;                  /* FAMILY_INET or FAMILY_INET6 */
@@ -101,7 +122,9 @@ struct socket_request {
     struct address address;
     uint32_t port;
     uint32_t backlog;
-    int v6only;                       /* -1: leave the system default */
+    unsigned options;                 /* OPTION_* bits: which of the values below are set */
+    uint32_t v6only, mark, priority, rcvbuf, sndbuf;
+    char device[IFNAMSIZ];
 };
 
 struct request {
@@ -117,11 +140,14 @@ struct rule {
     bool allow;
     unsigned line;
     unsigned kinds, families;         /* 0: any */
-    unsigned n_users, n_groups, n_ports, n_addresses;   /* 0: any */
+    bool has_options;                 /* options= given: allow grants them, deny matches them */
+    unsigned options;
+    unsigned n_users, n_groups, n_ports, n_addresses, n_devices;   /* 0: any */
     uint32_t users[MAX_VALUES];
     uint32_t groups[MAX_VALUES];
     struct port_range ports[MAX_VALUES];
     struct prefix addresses[MAX_VALUES];
+    char devices[MAX_VALUES][IFNAMSIZ];
 };
 
 struct policy {
@@ -243,7 +269,37 @@ static bool split_pair(char *item, char **key, char **value)
     return true;
 }
 
+/* An interface name: 1 to IFNAMSIZ-1 characters of letters, digits and . _ - : */
+static bool parse_device(const char *text, char out[IFNAMSIZ])
+{
+    size_t length = strlen(text);
+    if (length == 0 || length >= IFNAMSIZ)
+        return false;
+    for (size_t i = 0; i < length; i++) {
+        char c = text[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-' || c == ':'))
+            return false;
+    }
+    memcpy(out, text, length + 1);
+    return true;
+}
+
 /* ---- the request ---------------------------------------------------------------------------- */
+
+/* The value of one socket option of a spec; OPTION is one OPTION_* bit. */
+static bool parse_option(unsigned option, const char *value, struct socket_request *out)
+{
+    switch (option) {
+    case OPTION_V6ONLY: return parse_number(value, 1, &out->v6only);
+    case OPTION_MARK: return parse_number(value, UINT32_MAX, &out->mark);
+    case OPTION_PRIORITY: return parse_number(value, INT32_MAX, &out->priority);
+    case OPTION_RCVBUF: return parse_number(value, INT32_MAX / 2, &out->rcvbuf);
+    case OPTION_SNDBUF: return parse_number(value, INT32_MAX / 2, &out->sndbuf);
+    case OPTION_DEVICE: return parse_device(value, out->device);
+    default: return strcmp(value, "1") == 0;       /* reuseport, freebind, transparent */
+    }
+}
 
 /* One socket: "kind=tcp,family=inet6,addr=::1,port=80,backlog=50,v6only=1". */
 static bool parse_spec(const char *spec, struct socket_request *out, reason why)
@@ -258,39 +314,38 @@ static bool parse_spec(const char *spec, struct socket_request *out, reason why)
     unsigned family = 0, seen = 0;
     bool have_port = false, have_backlog = false;
     memset(out, 0, sizeof *out);
-    out->v6only = -1;
     out->backlog = DEFAULT_BACKLOG;
     char *cursor = copy;
     for (char *item = strsep(&cursor, ","); item != NULL; item = strsep(&cursor, ",")) {
-        static const char *const keys[] = {"kind", "family", "addr", "port", "backlog", "v6only"};
+        static const char *const keys[] = {"kind", "family", "addr", "port", "backlog"};
         char *key, *value;
-        unsigned which = 0;
+        unsigned which = 0, option = 0;
         if (!split_pair(item, &key, &value)) {
             say(why, "'%.32s' is not key=value", item);
             return false;
         }
         while (which < COUNT(keys) && strcmp(key, keys[which]) != 0)
             which++;
-        if (which == COUNT(keys)) {
+        if (which == COUNT(keys) && !parse_name(key, option_names, COUNT(option_names), &option)) {
             say(why, "unknown key '%.32s'", key);
             return false;
         }
-        if (seen & (1u << which)) {
+        unsigned bit = option != 0 ? option << COUNT(keys) : 1u << which;
+        if (seen & bit) {
             say(why, "key '%s' given twice", key);
             return false;
         }
-        seen |= 1u << which;
+        seen |= bit;
         bool ok = true;
-        uint32_t number = 0;
-        switch (which) {
+        switch (option != 0 ? COUNT(keys) : which) {
         case 0: ok = parse_name(value, kind_names, COUNT(kind_names), &out->kind); break;
         case 1: ok = parse_name(value, family_names, COUNT(family_names), &family); break;
         case 2: address = value; break;
         case 3: ok = have_port = parse_number(value, 65535, &out->port); break;
         case 4: ok = have_backlog = parse_number(value, 65535, &out->backlog); break;
         default:
-            ok = parse_number(value, 1, &number);
-            out->v6only = (int)number;
+            ok = parse_option(option, value, out);
+            out->options |= option;
             break;
         }
         if (!ok) {
@@ -311,7 +366,7 @@ static bool parse_spec(const char *spec, struct socket_request *out, reason why)
         say(why, "backlog applies to tcp only");
         return false;
     }
-    if (out->v6only >= 0 && family != FAMILY_INET6) {
+    if ((out->options & OPTION_V6ONLY) && family != FAMILY_INET6) {
         say(why, "v6only applies to family=inet6 only");
         return false;
     }
@@ -391,7 +446,8 @@ static bool parse_prefix(const char *text, struct prefix *out)
 /* One "key=v1,v2" condition of a rule. */
 static bool parse_condition(char *item, struct rule *rule, reason why)
 {
-    static const char *const keys[] = {"user", "group", "kind", "family", "port", "addr"};
+    static const char *const keys[] = {"user", "group", "kind", "family", "port", "addr",
+                                       "options", "device"};
     char *key, *list;
     unsigned which = 0;
     if (!split_pair(item, &key, &list)) {
@@ -401,16 +457,19 @@ static bool parse_condition(char *item, struct rule *rule, reason why)
     while (which < COUNT(keys) && strcmp(key, keys[which]) != 0)
         which++;
     if (which == COUNT(keys)) {
-        say(why, "unknown key '%.32s' (known: user group kind family port addr)", key);
+        say(why, "unknown key '%.32s' (known: user group kind family port addr options device)",
+            key);
         return false;
     }
     unsigned *counts[] = {&rule->n_users, &rule->n_groups, NULL, NULL, &rule->n_ports,
-                          &rule->n_addresses};
-    unsigned *bits[] = {NULL, NULL, &rule->kinds, &rule->families, NULL, NULL};
+                          &rule->n_addresses, NULL, &rule->n_devices};
+    unsigned *bits[] = {NULL, NULL, &rule->kinds, &rule->families, NULL, NULL, &rule->options,
+                        NULL};
     if ((counts[which] != NULL && *counts[which] != 0) || (bits[which] != NULL && *bits[which] != 0)) {
         say(why, "key '%s' given twice", key);
         return false;
     }
+    rule->has_options = rule->has_options || which == 6;
     for (char *value = strsep(&list, ","); value != NULL; value = strsep(&list, ",")) {
         bool ok;
         unsigned bit = 0;
@@ -424,7 +483,9 @@ static bool parse_condition(char *item, struct rule *rule, reason why)
         case 2: ok = parse_name(value, kind_names, COUNT(kind_names), &bit); rule->kinds |= bit; break;
         case 3: ok = parse_name(value, family_names, COUNT(family_names), &bit); rule->families |= bit; break;
         case 4: ok = parse_port_range(value, &rule->ports[rule->n_ports++]); break;
-        default: ok = parse_prefix(value, &rule->addresses[rule->n_addresses++]); break;
+        case 5: ok = parse_prefix(value, &rule->addresses[rule->n_addresses++]); break;
+        case 6: ok = parse_name(value, option_names, COUNT(option_names), &bit); rule->options |= bit; break;
+        default: ok = parse_device(value, rule->devices[rule->n_devices++]); break;
         }
         if (!ok) {
             say(why, "bad value '%.48s' for '%s'", value, key);
@@ -529,7 +590,16 @@ static bool rule_matches(const struct rule *rule, const struct caller *caller,
     found = rule->n_addresses == 0;
     for (unsigned i = 0; i < rule->n_addresses && !found; i++)
         found = in_prefix(&socket->address, &rule->addresses[i]);
-    return found;
+    if (!found)
+        return false;
+    found = rule->n_devices == 0;
+    for (unsigned i = 0; i < rule->n_devices && !found; i++)
+        found = (socket->options & OPTION_DEVICE) && strcmp(socket->device, rule->devices[i]) == 0;
+    if (!found)
+        return false;
+    if (rule->allow)      /* it grants its options=, or those any process may set itself */
+        return (socket->options & ~(rule->has_options ? rule->options : UNPRIVILEGED_OPTIONS)) == 0;
+    return !rule->has_options || (socket->options & rule->options) != 0;
 }
 
 /* The first matching rule decides; no match denies. Returns the deciding rule or NULL. */
@@ -720,6 +790,19 @@ static int set_capabilities(capabilities caps)   /* effective = permitted = CAPS
     return (int)syscall(SYS_capset, &header, data);
 }
 
+/* What the sockets of REQUEST need: binding any port, and what their options need. */
+static capabilities needed_capabilities(const struct request *request)
+{
+    capabilities needed = CAP_BIT(CAP_NET_BIND_SERVICE);
+    for (unsigned i = 0; i < request->count; i++) {
+        if (request->sockets[i].options & OPTION_DEVICE)
+            needed |= CAP_BIT(CAP_NET_RAW);
+        if (request->sockets[i].options & NET_ADMIN_OPTIONS)
+            needed |= CAP_BIT(CAP_NET_ADMIN);
+    }
+    return needed;
+}
+
 static bool is_caller(const struct caller *caller)
 {
     uid_t ruid, euid, suid;
@@ -799,33 +882,19 @@ static void load_policy(struct policy *policy, char *path, size_t path_size)
              path, problem);
 }
 
-static const char *kind_name(unsigned kind)
-{
-    for (size_t i = 0; i < COUNT(kind_names); i++)
-        if (kind_names[i].bit == kind)
-            return kind_names[i].name;
-    return "?";
-}
-
+/* The client names the refused socket itself; the reason and the deciding line are ours. */
 static void check_policy(const struct policy *policy, const char *path, const struct caller *caller,
                          const struct request *request)
 {
     for (unsigned i = 0; i < request->count; i++) {
-        const struct socket_request *socket = &request->sockets[i];
-        const struct rule *rule = policy_decision(policy, caller, socket);
+        const struct rule *rule = policy_decision(policy, caller, &request->sockets[i]);
         if (rule != NULL && rule->allow)
             continue;
-        char address[INET6_ADDRSTRLEN];
-        if (inet_ntop(socket->address.family == FAMILY_INET ? AF_INET : AF_INET6,
-                      socket->address.bytes, address, sizeof address) == NULL)
-            strcpy(address, "?");
         if (rule != NULL)
-            fail(i + 1, STEP_POLICY, EACCES, "%s %s port %u denied for uid %u by line %u of %.96s",
-                 kind_name(socket->kind), address, (unsigned)socket->port,
+            fail(i + 1, STEP_POLICY, EACCES, "denied for uid %u by line %u of %.96s",
                  (unsigned)caller->uid, rule->line, path);
-        fail(i + 1, STEP_POLICY, EACCES, "%s %s port %u: no rule allows it for uid %u in %.96s",
-             kind_name(socket->kind), address, (unsigned)socket->port, (unsigned)caller->uid,
-             path);
+        fail(i + 1, STEP_POLICY, EACCES, "no rule allows it for uid %u in %.96s",
+             (unsigned)caller->uid, path);
     }
 }
 
@@ -865,6 +934,43 @@ static void become_caller(const struct caller *caller, bool change_ids, capabili
         fail(0, STEP_DROP, errno, "cannot limit the capabilities to what the sockets need");
 }
 
+static void set_option(unsigned index, int fd, int level, int name, const void *value,
+                       socklen_t length, const char *what)
+{
+    if (setsockopt(fd, level, name, value, length) != 0)
+        fail(index, STEP_SETSOCKOPT, errno, "%s failed", what);
+}
+
+/* The requested options, each set before bind (the kernel checks most of them now). */
+static void set_options(unsigned index, int fd, int family, const struct socket_request *request)
+{
+    unsigned options = request->options;
+    int one = 1, v6only = (int)request->v6only, priority = (int)request->priority;
+    int rcvbuf = (int)request->rcvbuf, sndbuf = (int)request->sndbuf;
+    bool inet6 = family == AF_INET6;
+    if (options & OPTION_V6ONLY)
+        set_option(index, fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only, "IPV6_V6ONLY");
+    if (options & OPTION_REUSEPORT)
+        set_option(index, fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one, "SO_REUSEPORT");
+    if (options & OPTION_FREEBIND)
+        set_option(index, fd, inet6 ? IPPROTO_IPV6 : IPPROTO_IP, inet6 ? IPV6_FREEBIND : IP_FREEBIND,
+                   &one, sizeof one, "IP_FREEBIND");
+    if (options & OPTION_TRANSPARENT)
+        set_option(index, fd, inet6 ? IPPROTO_IPV6 : IPPROTO_IP,
+                   inet6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, &one, sizeof one, "IP_TRANSPARENT");
+    if (options & OPTION_DEVICE)
+        set_option(index, fd, SOL_SOCKET, SO_BINDTODEVICE, request->device,
+                   (socklen_t)strlen(request->device) + 1, "SO_BINDTODEVICE");
+    if (options & OPTION_MARK)
+        set_option(index, fd, SOL_SOCKET, SO_MARK, &request->mark, sizeof request->mark, "SO_MARK");
+    if (options & OPTION_PRIORITY)
+        set_option(index, fd, SOL_SOCKET, SO_PRIORITY, &priority, sizeof priority, "SO_PRIORITY");
+    if (options & OPTION_RCVBUF)
+        set_option(index, fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf, "SO_RCVBUFFORCE");
+    if (options & OPTION_SNDBUF)
+        set_option(index, fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf, "SO_SNDBUFFORCE");
+}
+
 static int open_socket(unsigned index, const struct socket_request *request)
 {
     int family = request->address.family == FAMILY_INET ? AF_INET : AF_INET6;
@@ -876,9 +982,7 @@ static int open_socket(unsigned index, const struct socket_request *request)
     int one = 1;
     if (stream && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
         fail(index, STEP_SETSOCKOPT, errno, "SO_REUSEADDR failed");
-    if (request->v6only >= 0 &&
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &request->v6only, sizeof request->v6only) != 0)
-        fail(index, STEP_SETSOCKOPT, errno, "IPV6_V6ONLY failed");
+    set_options(index, fd, family, request);
     struct sockaddr_storage storage;
     socklen_t length;
     memset(&storage, 0, sizeof storage);
@@ -963,7 +1067,7 @@ int main(int argc, char *argv[])
         load_policy(&policy, policy_path, sizeof policy_path);
         report_decisions(&policy, policy_path, &caller, &request);
     }
-    capabilities sockets_need = CAP_BIT(CAP_NET_BIND_SERVICE);
+    capabilities sockets_need = needed_capabilities(&request);
     bool change_ids = !is_caller(&caller);
     check_privilege(sockets_need | (change_ids ? CAP_BIT(CAP_SETUID) | CAP_BIT(CAP_SETGID) : 0));
     load_policy(&policy, policy_path, sizeof policy_path);

@@ -1,0 +1,118 @@
+"""
+Socket options a request can carry, set before bind: the one table that knows, for each, its
+name everywhere (the `SocketRequest` attribute, the helper's and the policy's name), how to set it
+and read it back, and which capability the kernel checks for it.
+
+Most of these are checked by the kernel when they are set, so an unprivileged process cannot set
+them on a socket it was handed: the helper sets them before it drops its privileges.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+__all__ = ["Option", "OPTIONS", "CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN", "CAP_NET_RAW"]
+
+CAP_NET_BIND_SERVICE = 10
+CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+
+# Linux's numbers, for those Python's socket module does not name.
+_IP_FREEBIND = 15
+_IP_TRANSPARENT = 19
+_IPV6_TRANSPARENT = 75
+_IPV6_FREEBIND = 78
+_SO_SNDBUFFORCE = 32
+_SO_RCVBUFFORCE = 33
+_IFNAMSIZ = 16
+
+
+@dataclass(frozen=True)
+class Option:
+    """
+    One socket option.
+
+    @ivar attribute: the `SocketRequest` attribute (``None`` or ``False`` when not asked for).
+    @ivar name: its name for the helper and in the policy (``options=``).
+    @ivar inet: (level, option) to set it on an IPv4 socket.
+    @ivar inet6: (level, option) on an IPv6 socket, when different.
+    @ivar read_as: (level, option) to read it back, when different (forced buffer sizes read
+        back as SO_RCVBUF and SO_SNDBUF).
+    @ivar capability: the capability the kernel checks when it is set, or None.
+    @ivar unprivileged_up_to: values up to this need no capability (SO_PRIORITY up to 6).
+    @ivar kind: what its value is: ``flag`` (asked for when True), ``boolean`` (True or False,
+        asked for unless None), ``number``, ``unsigned`` (SO_MARK, read back unsigned),
+        ``at_least`` (a buffer size: the kernel doubles it) or ``name`` (an interface).
+    """
+
+    attribute: str
+    name: str
+    inet: Tuple[int, int]
+    inet6: Optional[Tuple[int, int]] = None
+    read_as: Optional[Tuple[int, int]] = None
+    capability: Optional[int] = None
+    kind: str = "flag"
+    unprivileged_up_to: Optional[int] = None
+
+    def capability_for(self, value: Any) -> Optional[int]:
+        """The capability setting the option to VALUE needs, or None."""
+        if self.unprivileged_up_to is not None and value <= self.unprivileged_up_to:
+            return None
+        return self.capability
+
+    def value(self, request: Any) -> Any:
+        """What REQUEST asks for, or None when it does not ask for this option."""
+        value = getattr(request, self.attribute)
+        return None if value is None or (self.kind == "flag" and not value) else value
+
+    def helper_value(self, value: Any) -> str:
+        """VALUE as the helper's text."""
+        return str(int(value)) if self.kind in ("flag", "boolean") else str(value)
+
+    def _where(self, family: int) -> Tuple[int, int]:
+        return self.inet6 if family == socket.AF_INET6 and self.inet6 else self.inet
+
+    def set(self, sock: socket.socket, value: Any) -> None:
+        """Set the option on SOCK to VALUE (raises OSError)."""
+        level, name = self._where(sock.family)
+        if self.kind == "name":
+            sock.setsockopt(level, name, str(value).encode("ascii") + b"\0")
+        else:
+            sock.setsockopt(level, name, int(value))
+
+    def matches(self, sock: socket.socket, value: Any) -> bool:
+        """Whether SOCK has this option as VALUE asks."""
+        level, name = self.read_as or self._where(sock.family)
+        if self.kind == "name":
+            raw = sock.getsockopt(level, name, _IFNAMSIZ)
+            return bool(raw.split(b"\0", 1)[0].decode("ascii", "replace") == value)
+        got = sock.getsockopt(level, name)
+        if self.kind in ("flag", "boolean"):
+            return bool(got) == bool(value)
+        if self.kind == "unsigned":
+            return bool(got & 0xFFFFFFFF == value)
+        if self.kind == "at_least":
+            return bool(got >= value)
+        return bool(got == value)
+
+
+_SOCKET = socket.SOL_SOCKET
+OPTIONS = (
+    Option("v6only", "v6only", (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY), kind="boolean"),
+    Option("reuseport", "reuseport", (_SOCKET, socket.SO_REUSEPORT)),
+    Option("freebind", "freebind", (socket.IPPROTO_IP, _IP_FREEBIND),
+           (socket.IPPROTO_IPV6, _IPV6_FREEBIND)),
+    Option("transparent", "transparent", (socket.IPPROTO_IP, _IP_TRANSPARENT),
+           (socket.IPPROTO_IPV6, _IPV6_TRANSPARENT), capability=CAP_NET_ADMIN),
+    Option("bind_to_device", "device", (_SOCKET, socket.SO_BINDTODEVICE),
+           capability=CAP_NET_RAW, kind="name"),
+    Option("mark", "mark", (_SOCKET, socket.SO_MARK), capability=CAP_NET_ADMIN, kind="unsigned"),
+    Option("priority", "priority", (_SOCKET, socket.SO_PRIORITY), capability=CAP_NET_ADMIN,
+           kind="number", unprivileged_up_to=6),
+    Option("force_receive_buffer", "rcvbuf", (_SOCKET, _SO_RCVBUFFORCE),
+           read_as=(_SOCKET, socket.SO_RCVBUF), capability=CAP_NET_ADMIN, kind="at_least"),
+    Option("force_send_buffer", "sndbuf", (_SOCKET, _SO_SNDBUFFORCE),
+           read_as=(_SOCKET, socket.SO_SNDBUF), capability=CAP_NET_ADMIN, kind="at_least"),
+)  # fmt: skip
