@@ -53,6 +53,10 @@ DEFAULT_POLICY = """\
 #   user=UID,...       the caller's uid          group=GID,...   the caller's gid or groups
 #   kind=tcp,udp       what is opened            family=inet,inet6
 #   port=N,N-M,...     the local port            addr=IP,IP/BITS,...  the local address
+#   device=IF,...      the interface it is bound to (with options=device)
+#   options=NAME,...   an allow rule grants these socket options (without options=, only
+#                      v6only, reuseport and freebind); a deny rule refuses them. The others:
+#                      transparent, device, mark, priority, rcvbuf, sndbuf (privileged).
 # Ids are numbers, because the helper looks up no names while privileged: id -u NAME and
 # getent group NAME give them. This file must stay owned by root and not writable by group or
 # others, or the helper allows nothing. A syntax error also allows nothing. See docs/policy.md.
@@ -60,6 +64,7 @@ DEFAULT_POLICY = """\
 # Examples:
 #   allow group=33 kind=tcp port=80,443     # group 33 (www-data) may have the web ports
 #   deny kind=tcp port=1-79                 # nobody gets the ports below 80 (before the allow)
+#   allow user=1000 options=mark,device device=eth0   # uid 1000 may mark and bind to eth0
 allow kind=tcp,udp
 """
 
