@@ -21,6 +21,7 @@ itself, to send it signals with the caller's own rights, runs as the test user t
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import pwd
@@ -28,11 +29,12 @@ import shlex
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -136,16 +138,13 @@ def elf_interpreter(path: str) -> Optional[str]:
         header = stream.read(64)
         if header[:5] != b"\x7fELF\x02":
             raise AssertionError(f"{path} is not a 64-bit ELF file")
-        order = "little" if header[5] == 1 else "big"
-        table = int.from_bytes(header[0x20:0x28], order)
-        size = int.from_bytes(header[0x36:0x38], order)
-        count = int.from_bytes(header[0x38:0x3A], order)
+        order = "<" if header[5] == 1 else ">"
+        (table,) = struct.unpack_from(order + "Q", header, 0x20)
+        size, count = struct.unpack_from(order + "HH", header, 0x36)
         for number in range(count):
             stream.seek(table + number * size)
-            entry = stream.read(size)
-            if int.from_bytes(entry[0:4], order) == 3:  # PT_INTERP
-                offset = int.from_bytes(entry[8:16], order)
-                length = int.from_bytes(entry[32:40], order)
+            kind, _, offset, _, _, length = struct.unpack(order + "IIQQQQ", stream.read(40))
+            if kind == 3:  # PT_INTERP
                 stream.seek(offset)
                 return stream.read(length).rstrip(b"\0").decode()
     return None
@@ -353,7 +352,8 @@ class EnvironmentAttackTests(HelperTestCase):
         """
         self.assertEqual(self.probes.run_controls(), CONTROL_MARKERS)
         self.probes.clear()
-        results, expected = {}, {}
+        results: Dict[str, object] = {}
+        expected: Dict[str, object] = {}
         for name, variables in self.probes.attacks().items():
             port = free_port()  # the sockets of earlier attacks stay open until the end
             good = self.request(tcp_spec(port))
@@ -466,10 +466,11 @@ class SignalAttackTests(HelperTestCase):
         self.other_port = free_port()
         self.specs = [tcp_spec(self.port), udp_spec(self.port), tcp_spec(self.other_port)]
 
-    def run_as_caller(self, code: str) -> Dict[str, object]:
-        """Run CODE as the test user after `CALLER_TOOLS`, for the three sockets of `specs`."""
-        program = f"HELPER = {self.helper!r}\nSPECS = {self.specs!r}\n" + CALLER_TOOLS + code
-        result: Dict[str, object] = run_unprivileged(self, program)
+    def run_as_caller(self, code: str, specs: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Run CODE as the test user after `CALLER_TOOLS`, for SPECS (default: `specs`)."""
+        wanted = self.specs if specs is None else specs
+        program = f"HELPER = {self.helper!r}\nSPECS = {wanted!r}\n" + CALLER_TOOLS + code
+        result: Dict[str, Any] = run_unprivileged(self, program)
         return result
 
     def assertNothingLeft(self) -> None:
@@ -510,7 +511,7 @@ report({"runs": runs, "fds back": open_fds() == baseline, "children": children()
         nothing = [-signal.SIGKILL, [], [], False]
         kinds = {"whole": 0, "nothing": 0}
         odd = []
-        for kill, status, *received in result.pop("runs"):  # type: ignore[attr-defined]
+        for kill, status, *received in result.pop("runs"):
             if kill == "allowed" and received == whole and status in (0, -signal.SIGKILL):
                 kinds["whole"] += 1
             elif kill == "allowed" and [status, *received] == nothing:
@@ -519,6 +520,62 @@ report({"runs": runs, "fds back": open_fds() == baseline, "children": children()
                 odd.append([kill, status, *received])
         self.assertEqual((odd, result), ([], {"fds back": True, "children": []}), kinds)
         self.assertNothingLeft()
+
+    def test_caller_keeps_the_right_to_stop_and_kill_at_every_step(self) -> None:
+        """
+        With a policy of 255 rules that do not match before the one that allows, and a request
+        for 253 UDP sockets (port 0), the helper spends most of its few milliseconds privileged,
+        checking its policy. The caller stops it at 60 random moments over its whole life, looks
+        at its ids, and SIGKILLs it: every kill is allowed; whenever it was caught stopped its real
+        uid was the caller's, including the many times it was caught privileged (effective uid 0);
+        and each run gave the caller either the whole reply ("ok 253" with 253 sockets it owns)
+        or nothing. No fd, child or helper process is left.
+        """
+        rules = [
+            "deny kind=tcp,udp user=" + ",".join(str(1000 + 16 * rule + n) for n in range(16))
+            for rule in range(255)
+        ]
+        self.prefix.write_policy("\n".join(rules) + "\nallow kind=tcp,udp\n")
+        specs = [udp_spec(0)] * 253
+        result = self.run_as_caller(
+            """
+baseline = open_fds()
+runs = []
+for run in range(60):
+    pid, channel = start()
+    time.sleep(random.uniform(0, 0.004))
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        seen = wait_state(pid, "TZ")
+    except OSError as error:
+        seen = "stop " + errno.errorcode[error.errno]
+    with open(f"/proc/{pid}/status") as status:
+        ids = next(line.split()[1:] for line in status if line.startswith("Uid:"))
+    try:
+        os.kill(pid, signal.SIGKILL)
+        kill = "allowed"
+    except OSError as error:
+        kill = errno.errorcode[error.errno]
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    messages, owners, truncated = collect(channel)
+    runs.append([seen, ids, kill, status, messages, owners, truncated])
+report({"runs": runs, "fds back": open_fds() == baseline, "children": children()})
+""",
+            specs,
+        )
+        caller = str(TEST_UID)
+        whole = [["ok 253\n"], [TEST_UID] * 253, False]
+        privileged, odd = 0, []
+        for seen, ids, kill, status, *received in result.pop("runs"):
+            stopped_right = seen == "Z" or (seen == "T" and ids[0] == caller)
+            answer_right = received == whole or (received == [[], [], False] and status == -9)
+            if seen == "T" and ids[1] == "0":
+                privileged += 1
+            if not (stopped_right and kill == "allowed" and answer_right):
+                odd.append([seen, ids, kill, status, received[0], len(received[1])])
+        self.assertEqual((odd, result), ([], {"fds back": True, "children": []}))
+        self.assertGreater(privileged, 0, "no stop landed while the helper was privileged")
+        self.assertEqual(helper_processes(self.helper), [])
 
     def test_client_timeout_kills_a_stopped_privileged_helper(self) -> None:
         """
@@ -566,7 +623,7 @@ report({{"last": attempts[-1], "tries": len(attempts), "fds back": open_fds() ==
         "children": children()}})
 """
         )
-        last: Dict[str, object] = result.pop("last")  # type: ignore[assignment]
+        last: Dict[str, Any] = result.pop("last")
         facts = {
             "state": last["state"], "uids": last["uids"], "type": last["type"],
             "step": last["step"], "killed": "was killed" in str(last["message"]),
@@ -613,7 +670,7 @@ report({"runs": runs, "stopped": stopped, "fds back": open_fds() == baseline,
         "children": children()})
 """
         )
-        runs: List[object] = result.pop("runs")  # type: ignore[assignment]
+        runs: List[Any] = result.pop("runs")
         normal = [0, True, True, ["ok 3\n"], [TEST_UID] * 3, False]
         self.assertEqual([run for run in runs if run != normal], [])
         self.assertGreater(result.pop("stopped"), 0, "no stop landed before the helper was done")
@@ -683,16 +740,17 @@ class TakeoverTests(HelperTestCase):
         if OTHER_USER is None:
             self.skipTest("needs the user daemon as a second unprivileged user")
 
-    def start_holder(self) -> Tuple[int, Dict[str, int]]:
+    def start_holder(self, reuseport: bool = False) -> Tuple[int, Dict[str, int]]:
         """
         Start a server as the test user that gets a TCP socket on 127.0.0.1:port from the helper
-        through the client and keeps it, answering every connection with its uid. Returns its
-        pid and what it says about its socket.
+        through the client (with SO_REUSEPORT if REUSEPORT) and keeps it, answering every
+        connection with its uid. Returns its pid and what it says about its socket.
         """
         code = f"""
 import json, os, socket
 from procket_twisted import listen
-server = listen({self.port}, ip="127.0.0.1", progname={self.helper!r}, direct=False)
+server = listen({self.port}, ip="127.0.0.1", progname={self.helper!r}, direct=False,
+                reuseport={reuseport!r})
 info = os.fstat(server.fileno())
 print("ready", json.dumps({{
     "inode": info.st_ino, "owner": info.st_uid,
@@ -713,10 +771,49 @@ while True:
             if process.poll() is not None or time.monotonic() > deadline:
                 self.fail(f"the holder did not get its socket:\n{output}")
             time.sleep(0.02)
-        import json
-
         facts: Dict[str, int] = json.loads(output.splitlines()[0].split(" ", 1)[1])
         return process.pid, facts
+
+    def ask_as(
+        self, uid: int, gid: int, attempts: List[Tuple[str, Optional[bool]]], reuseport: bool
+    ) -> Dict[str, Any]:
+        """
+        As UID:GID, ask the helper through the client for the port on each (address, v6only) of
+        ATTEMPTS; report each outcome (a socket is closed at once), and whether the caller's fds
+        are back to what they were and it has no child.
+        """
+        code = f"""
+baseline = open_fds()
+results = {{}}
+for ip, v6only in {attempts!r}:
+    try:
+        sock = listen({self.port}, ip=ip, v6only=v6only, progname={self.helper!r}, direct=False,
+                      reuseport={reuseport!r})
+        results[ip] = {{"type": "no error", "owner": os.fstat(sock.fileno()).st_uid}}
+        sock.close()
+    except ProcketError as error:
+        results[ip] = {{key: error_facts(error)[key] for key in ("type", "errno", "step")}}
+report({{"results": results, "fds back": open_fds() == baseline, "children": children()}})
+"""
+        result: Dict[str, Any] = run_unprivileged(self, code, uid=uid, gid=gid)
+        return result
+
+    def addresses(self) -> List[Tuple[str, Optional[bool]]]:
+        """127.0.0.1, 0.0.0.0 and (where IPv6 works) [::] dual-stack: all overlap 127.0.0.1."""
+        attempts: List[Tuple[str, Optional[bool]]] = [("127.0.0.1", None), ("0.0.0.0", None)]
+        if ipv6_loopback():
+            attempts.append(("::", False))
+        return attempts
+
+    def assertOnlyListener(self, holder: int, inode: int) -> None:
+        """The only listener on the port is HOLDER's socket INODE, and it answers as the test user."""
+        holder_fds = {
+            os.readlink(f"/proc/{holder}/fd/{fd}") for fd in os.listdir(f"/proc/{holder}/fd")
+        }
+        self.assertIn(f"socket:[{inode}]", holder_fds)
+        self.assertEqual(tcp_listeners(self.port), [("tcp", TEST_UID, inode)])
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
+            self.assertEqual(connection.recv(64), str(TEST_UID).encode())
 
     def test_other_user_cannot_take_over_a_held_port(self) -> None:
         """
@@ -735,40 +832,52 @@ while True:
             {key: value for key, value in facts.items() if key != "inode"},
             {"owner": TEST_UID, "SO_REUSEADDR": 1, "SO_REUSEPORT": 0},
         )
-        attempts = [("127.0.0.1", None), ("0.0.0.0", None)]
-        if ipv6_loopback():
-            attempts.append(("::", False))
-        code = f"""
-baseline = open_fds()
-results = {{}}
-for ip, v6only in {attempts!r}:
-    try:
-        sock = listen({self.port}, ip=ip, v6only=v6only, progname={self.helper!r}, direct=False)
-        results[ip] = {{"type": "no error", "owner": os.fstat(sock.fileno()).st_uid}}
-        sock.close()
-    except ProcketError as error:
-        results[ip] = {{key: error_facts(error)[key] for key in ("type", "errno", "step")}}
-report({{"results": results, "fds back": open_fds() == baseline, "children": children()}})
-"""
-        result = run_unprivileged(self, code, uid=other_uid, gid=other_gid)
+        attempts = self.addresses()
         refused = {"type": "SocketError", "errno": 98, "step": "bind"}
         self.assertEqual(
-            result,
+            self.ask_as(other_uid, other_gid, attempts, reuseport=False),
+            {"results": {ip: refused for ip, _ in attempts}, "fds back": True, "children": []},
+        )
+        direct = run_helper(self, self.request(tcp_spec(self.port)), Caller(other_uid, other_gid))
+        self.assertRefused(direct, BIND, 1, "bind", 98)
+        self.assertOnlyListener(holder, facts["inode"])
+
+    def test_other_user_cannot_join_a_reuseport_group(self) -> None:
+        """
+        While the test user holds a listening TCP socket on port P with SO_REUSEPORT, the test
+        user itself can open another one on P with SO_REUSEPORT (the control: the option works),
+        but the user daemon asking with SO_REUSEPORT too, on 127.0.0.1, 0.0.0.0 and [::], gets
+        SocketError EADDRINUSE from the bind step through the client, and status 7 running the
+        helper itself: the helper creates sockets as their caller (rule 7), and the kernel lets
+        only sockets of one uid share a port. Afterwards the only listener on P is the test
+        user's, and it still answers.
+        """
+        assert OTHER_USER is not None
+        other_uid, other_gid = OTHER_USER
+        holder, facts = self.start_holder(reuseport=True)
+        self.assertEqual(
+            {key: value for key, value in facts.items() if key != "inode"},
+            {"owner": TEST_UID, "SO_REUSEADDR": 1, "SO_REUSEPORT": 1},
+        )
+        attempts = self.addresses()
+        same_user = self.ask_as(TEST_UID, TEST_GID, attempts[:1], reuseport=True)
+        self.assertEqual(
+            same_user,
             {
-                "results": {ip: refused for ip, _ in attempts},
+                "results": {"127.0.0.1": {"type": "no error", "owner": TEST_UID}},
                 "fds back": True,
                 "children": [],
             },
         )
-        direct = run_helper(self, self.request(tcp_spec(self.port)), Caller(other_uid, other_gid))
+        refused = {"type": "SocketError", "errno": 98, "step": "bind"}
+        self.assertEqual(
+            self.ask_as(other_uid, other_gid, attempts, reuseport=True),
+            {"results": {ip: refused for ip, _ in attempts}, "fds back": True, "children": []},
+        )
+        argv = self.request(tcp_spec(self.port) + ",reuseport=1")
+        direct = run_helper(self, argv, Caller(other_uid, other_gid))
         self.assertRefused(direct, BIND, 1, "bind", 98)
-        holder_inodes = {
-            os.readlink(f"/proc/{holder}/fd/{fd}") for fd in os.listdir(f"/proc/{holder}/fd")
-        }
-        self.assertIn(f"socket:[{facts['inode']}]", holder_inodes)
-        self.assertEqual(tcp_listeners(self.port), [("tcp", TEST_UID, facts["inode"])])
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
-            self.assertEqual(connection.recv(64), str(TEST_UID).encode())
+        self.assertOnlyListener(holder, facts["inode"])
 
 
 class SymlinkedPrefixTests(HelperTestCase):
@@ -810,20 +919,28 @@ class SymlinkedPrefixTests(HelperTestCase):
 
     def test_symlink_to_the_helper_beside_a_permissive_policy(self) -> None:
         """
-        A symlink to the installed helper, in a directory the test user owns, beside a permissive
-        policy (root-owned, as if planted there): run through the symlink, the helper still reads
-        the installed policy beside its real path, which denies, and refuses at the policy step
-        (status 4, EACCES) naming that policy's rule, with no fd. (A symlinked path is resolved by
-        the kernel; the helper never looks at the name it was started by.)
+        A symlink to the installed helper beside a permissive policy (root-owned), in a directory
+        the test user owns and in a trusted root-owned one (as an administrator's convenience
+        link would be): run through either symlink, the helper still reads the installed policy
+        beside its real path, which denies, and refuses at the policy step (status 4, EACCES)
+        naming that policy's rule, with no fd. (The kernel resolves a symlinked path; the helper
+        never looks at the name it was started by.)
         """
         self.prefix.write_policy("deny kind=tcp,udp\n")
-        directory = self.caller_directory()
-        link = os.path.join(directory, "procket-helper")
-        os.symlink(self.helper, link)
-        planted = os.path.join(directory, "policy")
-        with open(planted, "w") as policy:
-            policy.write("allow kind=tcp,udp\n")
-        outcome = run_helper(self, [link, "v1", tcp_spec(self.port)])
-        text = self.assertRefused(outcome, POLICY, 1, "policy", 13)
-        self.assertIn(f"denied for uid {TEST_UID} by line 1 of {self.prefix.policy}", text)
-        self.assertNotIn(directory, text)
+        trusted = tempfile.mkdtemp(prefix="procket-links-")
+        self.addCleanup(shutil.rmtree, trusted, True)
+        os.chmod(trusted, 0o755)
+        places = {"owned by the test user": self.caller_directory(), "owned by root": trusted}
+        results: Dict[str, object] = {}
+        expected: Dict[str, object] = {}
+        for name, directory in places.items():
+            link = os.path.join(directory, "procket-helper")
+            os.symlink(self.helper, link)
+            with open(os.path.join(directory, "policy"), "w") as policy:
+                policy.write("allow kind=tcp,udp\n")
+            outcome = run_helper(self, [link, "v1", tcp_spec(self.port)])
+            text = outcome.replies[0].decode() if outcome.replies else ""
+            rule = f"denied for uid {TEST_UID} by line 1 of {self.prefix.policy}"
+            results[name] = (outcome.exit_code, outcome.error(), outcome.fds, rule in text)
+            expected[name] = (POLICY, (1, "policy", 13), [], True)
+        self.assertEqual(results, expected)

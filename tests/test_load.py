@@ -8,8 +8,7 @@ no helper process, no zombie, no fd.
 from __future__ import annotations
 
 import time
-from collections import Counter
-from typing import Any, Dict, List
+from typing import Any, Counter, Dict, List
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -162,7 +161,7 @@ class LoadTests(SynchronousTestCase):
         reports: List[Dict[str, Any]] = result["reports"]
         failed = [report for report in reports if "failed" in report]
         self.assertEqual(failed, [])
-        kinds: Counter = Counter()
+        kinds: Counter[str] = Counter()
         sockets_asked = 0
         for report in reports:
             for outcome in report["outcomes"]:

@@ -88,7 +88,7 @@ __attribute__((constructor)) static void leave_marker(void)
         raw(SYS_close, fd, 0, 0, 0);
 }
 
-/* The dynamic loader calls this in whatever object it loaded as libc.so.6 (glibc 2.32 and later). */
+/* The dynamic loader calls this in whatever it loaded as libc.so.6 (glibc 2.32 and later). */
 void __libc_early_init(_Bool initial);
 void __libc_early_init(_Bool initial)
 {
