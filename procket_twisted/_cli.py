@@ -1,6 +1,6 @@
 """
-The ``procket-twisted`` command: ``install-helper`` (as root), ``doctor`` (as anyone) and
-``plugin-cache`` (as the user who installed the package).
+The ``procket-twisted`` command: ``install-helper`` (as root), ``doctor`` (as anyone), ``run``
+(socket activation for any program) and ``plugin-cache`` (as the user who installed the package).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import importlib.metadata
 import sys
 from typing import List, Optional
 
+from ._activation import run
+from ._api import DEFAULT_TIMEOUT
 from ._doctor import doctor
 from ._install import DEFAULT_PREFIX, MODES, InstallError, install_helper
 from ._plugin_cache import regenerate_plugin_cache
@@ -62,6 +64,31 @@ def _parser() -> argparse.ArgumentParser:
         default="setuid",
         help="setuid root (default), file capabilities, or a sudoers rule for sudo -n",
     )
+    activate = commands.add_parser(
+        "run",
+        help="run a program with privileged sockets, by socket activation (LISTEN_FDS)",
+        description="Acquire the sockets, put them at fds 3, 4... and exec COMMAND with "
+        "LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES set as systemd does. Example: procket-twisted "
+        "run --listen tcp:80 -- twistd -n web --listen systemd:domain=INET:index=0 --path DIR",
+    )
+    activate.add_argument(
+        "--listen",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="a socket, as in endpoint strings: tcp:80, tcp6:443:interface=\\:\\:1, udp:53, "
+        "tcp:80:reusePort=yes:mark=42; name=NAME sets its LISTEN_FDNAMES entry (default tcp-80)",
+    )
+    activate.add_argument(
+        "--progname", help="the helper command (default: PROCKET_HELPER, then the installed helper)"
+    )
+    activate.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds to wait for the helper (default %(default)s)",
+    )
+    activate.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
     commands.add_parser(
         "plugin-cache",
         help="regenerate Twisted's plugin cache (as the user who installed the package)",
@@ -84,6 +111,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(options: argparse.Namespace) -> int:
+    command = options.program[1:] if options.program[:1] == ["--"] else options.program
+    try:
+        run(options.listen, command, options.progname, options.timeout)
+    except FileNotFoundError:
+        print(f"procket-twisted run: error: command not found: {command[0]}", file=sys.stderr)
+        return 127
+    except (ValueError, OSError) as error:  # ProcketError is an OSError
+        print(f"procket-twisted run: error: {error}", file=sys.stderr)
+        return 1
+    raise AssertionError("exec returned")  # pragma: no cover
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; return its exit status."""
     options = _parser().parse_args(argv)
@@ -95,6 +135,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"procket-twisted install-helper: error: {error}", file=sys.stderr)
             return 1
         return 0
+    if options.command == "run":
+        return _run(options)
     if options.command == "plugin-cache":
         for line in regenerate_plugin_cache():
             print(line)

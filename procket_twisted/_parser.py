@@ -33,8 +33,14 @@ from ._endpoints import (
     ProcketServerEndpoint,
     TLSServerEndpoint,
 )
+from ._request import SocketRequest
 
-__all__ = ["ProcketServerParser", "datagramEndpointFromString", "splitDescription"]
+__all__ = [
+    "ProcketServerParser",
+    "datagramEndpointFromString",
+    "socketRequestFromString",
+    "splitDescription",
+]
 
 PREFIX = "procket"
 _STREAM_ARGUMENTS = ("port", "interface", "backlog")
@@ -71,9 +77,16 @@ _USAGE = (
 
 
 def _bind(
-    where: str, names: Sequence[str], args: Sequence[str], kwargs: Dict[str, str]
+    where: str,
+    names: Sequence[str],
+    args: Sequence[str],
+    kwargs: Dict[str, str],
+    keywords: Sequence[str] = _KEYWORDS_EVERYWHERE,
 ) -> Dict[str, str]:
-    """Positional ARGS and keyword KWARGS as one mapping, in Twisted's order for NAMES."""
+    """
+    Positional ARGS and keyword KWARGS as one mapping, in Twisted's order for NAMES; KEYWORDS
+    may be given by name only.
+    """
     if "" in args[1:] or kwargs.get("interface") == "":
         # What Twisted makes of interface=::1: the colons split it into empty values.
         raise ValueError(
@@ -85,8 +98,8 @@ def _bind(
         raise ValueError(f"{where}: unexpected value {extra!r}; name it, for example interface=...")
     values = dict(zip(names, args))
     for key, value in kwargs.items():
-        if key not in names and key not in _KEYWORDS_EVERYWHERE:
-            known = ", ".join(list(names) + list(_KEYWORDS_EVERYWHERE))
+        if key not in names and key not in keywords:
+            known = ", ".join(list(names) + list(keywords))
             raise ValueError(f"{where}: unknown keyword {key!r} (known: {known})")
         if key in values:
             raise ValueError(f"{where}: {key} is given twice")
@@ -299,3 +312,48 @@ def datagramEndpointFromString(reactor: Any, description: str) -> ProcketDatagra
             "procket:udp6:PORT"
         )
     return _datagram_endpoint(reactor, args[1], args[2:], kwargs)  # type: ignore[no-any-return]
+
+
+#: What each protocol takes in a socket description, in order.
+_SOCKET_ARGUMENTS = {
+    "tcp": _STREAM_ARGUMENTS,
+    "tcp6": _STREAM_ARGUMENTS,
+    "udp": ("port", "interface"),
+    "udp6": ("port", "interface"),
+}
+
+
+def socketRequestFromString(
+    description: str, extraKeywords: Sequence[str] = ()
+) -> Tuple[SocketRequest, Dict[str, str]]:
+    """
+    The `SocketRequest` for a socket description: ``tcp:80``, ``tcp6:443:interface=\\:\\:1``,
+    ``udp:53:interface=127.0.0.1``, with the socket option keywords of endpoint strings
+    (``tcp:80:reusePort=yes:mark=42``); a ``procket:`` prefix is allowed.
+
+    @param extraKeywords: more keywords the caller accepts; their values are returned as given.
+    @return: the request, and the values of EXTRAKEYWORDS that were present.
+    @raise ValueError: naming the bad part of a malformed description.
+    """
+    args, kwargs = splitDescription(description)
+    if args[:1] == [PREFIX]:
+        args = args[1:]
+    if not args or args[0] not in _SOCKET_ARGUMENTS:
+        raise ValueError(
+            f"{description!r}: say tcp:PORT, tcp6:PORT, udp:PORT or udp6:PORT, then keywords"
+        )
+    protocol = args[0]
+    where = f"{PREFIX}:{protocol}"
+    keywords = tuple(_OPTION_KEYWORDS) + tuple(extraKeywords)
+    values = _bind(where, _SOCKET_ARGUMENTS[protocol], args[1:], kwargs, keywords)
+    port = _number(where, "port", values["port"], 0, 65535)
+    interface = _interface(where, values, protocol.endswith("6"))
+    backlog = None
+    if "backlog" in values:
+        backlog = _number(where, "backlog", values["backlog"], 0, 65535)
+    options = _socket_options(where, values)
+    request = _checked(
+        where,
+        lambda: SocketRequest(port, protocol.rstrip("6"), interface or None, backlog, **options),
+    )
+    return request, {key: values[key] for key in extraKeywords if key in values}
