@@ -731,8 +731,10 @@ report({"runs": runs, "stopped": stopped, "fds back": open_fds() == baseline,
 
 class TakeoverTests(HelperTestCase):
     """
-    Issue 4, another user cannot take over: the helper sets SO_REUSEADDR on TCP sockets, never
-    SO_REUSEPORT, and creates them as the caller, so a port one user holds is refused to another.
+    Issue 4, another user cannot take over: the helper sets SO_REUSEADDR on TCP sockets, and
+    SO_REUSEPORT only when asked, and creates them as the caller, so a port one user holds is
+    refused to another. (SO_REUSEPORT groups, which the same user may share and another may not
+    join, are tested in test_options.py.)
     """
 
     def setUp(self) -> None:
@@ -740,17 +742,16 @@ class TakeoverTests(HelperTestCase):
         if OTHER_USER is None:
             self.skipTest("needs the user daemon as a second unprivileged user")
 
-    def start_holder(self, reuseport: bool = False) -> Tuple[int, Dict[str, int]]:
+    def start_holder(self) -> Tuple[int, Dict[str, int]]:
         """
         Start a server as the test user that gets a TCP socket on 127.0.0.1:port from the helper
-        through the client (with SO_REUSEPORT if REUSEPORT) and keeps it, answering every
-        connection with its uid. Returns its pid and what it says about its socket.
+        through the client and keeps it, answering every connection with its uid. Returns its pid
+        and what it says about its socket.
         """
         code = f"""
 import json, os, socket
 from procket_twisted import listen
-server = listen({self.port}, ip="127.0.0.1", progname={self.helper!r}, direct=False,
-                reuseport={reuseport!r})
+server = listen({self.port}, ip="127.0.0.1", progname={self.helper!r}, direct=False)
 info = os.fstat(server.fileno())
 print("ready", json.dumps({{
     "inode": info.st_ino, "owner": info.st_uid,
@@ -775,7 +776,7 @@ while True:
         return process.pid, facts
 
     def ask_as(
-        self, uid: int, gid: int, attempts: List[Tuple[str, Optional[bool]]], reuseport: bool
+        self, uid: int, gid: int, attempts: List[Tuple[str, Optional[bool]]]
     ) -> Dict[str, Any]:
         """
         As UID:GID, ask the helper through the client for the port on each (address, v6only) of
@@ -787,8 +788,7 @@ baseline = open_fds()
 results = {{}}
 for ip, v6only in {attempts!r}:
     try:
-        sock = listen({self.port}, ip=ip, v6only=v6only, progname={self.helper!r}, direct=False,
-                      reuseport={reuseport!r})
+        sock = listen({self.port}, ip=ip, v6only=v6only, progname={self.helper!r}, direct=False)
         results[ip] = {{"type": "no error", "owner": os.fstat(sock.fileno()).st_uid}}
         sock.close()
     except ProcketError as error:
@@ -835,47 +835,10 @@ report({{"results": results, "fds back": open_fds() == baseline, "children": chi
         attempts = self.addresses()
         refused = {"type": "SocketError", "errno": 98, "step": "bind"}
         self.assertEqual(
-            self.ask_as(other_uid, other_gid, attempts, reuseport=False),
+            self.ask_as(other_uid, other_gid, attempts),
             {"results": {ip: refused for ip, _ in attempts}, "fds back": True, "children": []},
         )
         direct = run_helper(self, self.request(tcp_spec(self.port)), Caller(other_uid, other_gid))
-        self.assertRefused(direct, BIND, 1, "bind", 98)
-        self.assertOnlyListener(holder, facts["inode"])
-
-    def test_other_user_cannot_join_a_reuseport_group(self) -> None:
-        """
-        While the test user holds a listening TCP socket on port P with SO_REUSEPORT, the test
-        user itself can open another one on P with SO_REUSEPORT (the control: the option works),
-        but the user daemon asking with SO_REUSEPORT too, on 127.0.0.1, 0.0.0.0 and [::], gets
-        SocketError EADDRINUSE from the bind step through the client, and status 7 running the
-        helper itself: the helper creates sockets as their caller (rule 7), and the kernel lets
-        only sockets of one uid share a port. Afterwards the only listener on P is the test
-        user's, and it still answers.
-        """
-        assert OTHER_USER is not None
-        other_uid, other_gid = OTHER_USER
-        holder, facts = self.start_holder(reuseport=True)
-        self.assertEqual(
-            {key: value for key, value in facts.items() if key != "inode"},
-            {"owner": TEST_UID, "SO_REUSEADDR": 1, "SO_REUSEPORT": 1},
-        )
-        attempts = self.addresses()
-        same_user = self.ask_as(TEST_UID, TEST_GID, attempts[:1], reuseport=True)
-        self.assertEqual(
-            same_user,
-            {
-                "results": {"127.0.0.1": {"type": "no error", "owner": TEST_UID}},
-                "fds back": True,
-                "children": [],
-            },
-        )
-        refused = {"type": "SocketError", "errno": 98, "step": "bind"}
-        self.assertEqual(
-            self.ask_as(other_uid, other_gid, attempts, reuseport=True),
-            {"results": {ip: refused for ip, _ in attempts}, "fds back": True, "children": []},
-        )
-        argv = self.request(tcp_spec(self.port) + ",reuseport=1")
-        direct = run_helper(self, argv, Caller(other_uid, other_gid))
         self.assertRefused(direct, BIND, 1, "bind", 98)
         self.assertOnlyListener(holder, facts["inode"])
 
