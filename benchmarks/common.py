@@ -1,0 +1,142 @@
+"""
+What every measurement script shares: timing, statistics, process snapshots, and the JSON line a
+worker prints for the orchestrator (`run.py`).
+
+The workers run as the unprivileged user (``nobody``) under ``setpriv``; each prints exactly one
+JSON object as its last line of output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, Iterable, List, Sequence
+
+__all__ = [
+    "emit",
+    "median",
+    "percentile",
+    "summarize",
+    "open_fd_count",
+    "rss_kib",
+    "child_pids",
+    "thread_count",
+    "snapshot",
+    "interleaved_order",
+    "time_call",
+]
+
+
+def emit(value: Dict[str, Any]) -> None:
+    """Print VALUE as the worker's result: one JSON line on stdout."""
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of VALUES (NaN when empty)."""
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The FRACTION (0..1) percentile of VALUES, nearest-rank (NaN when empty)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
+def summarize(samples_ns: Sequence[int]) -> Dict[str, Any]:
+    """Median, p10, p90 and count of SAMPLES_NS (nanoseconds), in milliseconds."""
+    millis = [sample / 1e6 for sample in samples_ns]
+    return {
+        "median_ms": median(millis),
+        "p10_ms": percentile(millis, 0.10),
+        "p90_ms": percentile(millis, 0.90),
+        "runs": len(millis),
+    }
+
+
+def open_fd_count() -> int:
+    """How many descriptors this process has open (listing /proc/self/fd opens one more)."""
+    return len(os.listdir("/proc/self/fd")) - 1
+
+
+def rss_kib() -> int:
+    """This process's resident set size, in KiB (VmRSS)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def thread_count() -> int:
+    """How many threads this process has."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def child_pids() -> List[int]:
+    """The pids of this process's children, zombies included."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            found.append(int(entry))
+    return found
+
+
+def snapshot(done: int) -> Dict[str, int]:
+    """Open fds, RSS, children and threads now, after DONE iterations."""
+    return {
+        "done": done,
+        "fds": open_fd_count(),
+        "rss_kib": rss_kib(),
+        "children": len(child_pids()),
+        "threads": thread_count(),
+    }
+
+
+def interleaved_order(names: Sequence[str], round_number: int) -> List[str]:
+    """
+    The order to run NAMES in, in round ROUND_NUMBER: rotated by one each round and reversed every
+    other round, so that no variant always runs first, last, or after the same neighbour.
+    """
+    shift = round_number % len(names)
+    rotated = list(names[shift:]) + list(names[:shift])
+    return rotated[::-1] if round_number % 2 else rotated
+
+
+def time_call(function: Callable[[], Any]) -> int:
+    """Nanoseconds FUNCTION takes (its result is discarded)."""
+    start = time.perf_counter_ns()
+    function()
+    return time.perf_counter_ns() - start
+
+
+def free_ports(candidates: Iterable[int], count: int, host: str = "127.0.0.1") -> List[int]:
+    """COUNT ports of CANDIDATES that TCP can bind on HOST now (root needed below 1024)."""
+    import socket
+
+    found = []
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError(f"fewer than {count} free ports among the candidates on {host}")

@@ -1,0 +1,560 @@
+"""
+Judging the targets and presenting the results: a text table for the terminal, the same in
+Markdown for the README, and a PNG chart.
+
+Every target is a ratio of two medians measured in the same run (a, b, d), a bound on lateness
+(c), or a bound on growth over a baseline taken in the same process (e).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import Any, Dict, List, Sequence
+
+LABELS = {
+    "listen": "procket_twisted.listen, setuid helper (blocking API)",
+    "reactor": "acquireSockets, setuid helper (running reactor)",
+    "sudo": "procket_twisted.listen, helper under sudo -n",
+    "authbind": "authbind's helper (/usr/lib/authbind/helper)",
+    "in_process": "socket+bind+listen in-process, as root",
+    "true": "subprocess.run(['/bin/true'])  [yardstick]",
+    "floor": "os.posix_spawn, static no-op  [floor]",
+    "setuid_floor": "os.posix_spawn, static no-op, setuid root",
+    "raw_helper": "helper with minimal Python (spawn, waitpid, recvmsg)",
+}
+SHORT_LABELS = {
+    "listen": "listen (setuid helper)",
+    "reactor": "acquireSockets (reactor)",
+    "sudo": "listen via sudo -n",
+    "authbind": "authbind helper",
+    "in_process": "in-process bind, root",
+    "true": "/bin/true [yardstick]",
+    "floor": "static no-op [floor]",
+    "setuid_floor": "setuid static no-op",
+    "raw_helper": "helper, minimal Python",
+}
+ORDER = ["listen", "reactor", "sudo", "authbind", "in_process", "true", "floor"]
+BREAKDOWN_ORDER = ["setuid_floor", "raw_helper"]
+SCENARIOS = {
+    "idle": "idle reactor (context)",
+    "sequential": "100 endpoint listens, one after another",
+    "concurrent": "100 endpoint listens started at once",
+    "batch": "acquireEndpoints of 100 (one helper run)",
+}
+RSS_TOLERANCE_KIB = 1024
+STALL_LIMIT_MS = 2.0
+
+#: (measurement, what, limit text, comparison) for every target; the value is computed in judge.
+Target = Dict[str, Any]
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else float("nan")
+
+
+def judge(results: Dict[str, Any]) -> List[Target]:
+    """Every target of the measurements present in RESULTS, with its value and PASS or FAIL."""
+    targets: List[Target] = []
+
+    def add(measurement: str, what: str, value: Any, limit: str, passed: bool) -> None:
+        targets.append(
+            {
+                "measurement": measurement,
+                "what": what,
+                "value": value,
+                "limit": limit,
+                "pass": bool(passed),
+            }
+        )
+
+    if "a" in results:
+        median = {name: row["median_ms"] for name, row in results["a"]["variants"].items()}
+        listen = median["listen"]
+        ratio = _ratio(listen, median["true"])
+        add("a", "listen / subprocess.run(['/bin/true'])", ratio, "<= 1.0", ratio <= 1.0)
+        ratio = _ratio(listen, median["floor"])
+        add("a", "listen / static posix_spawn floor", ratio, "<= 1.5", ratio <= 1.5)
+        ratio = _ratio(listen, median["authbind"])
+        add("a", "listen / authbind's helper", ratio, "< 1.0", ratio < 1.0)
+    if "b" in results:
+        sizes = results["b"]["sizes"]
+        ratio = _ratio(sizes["64"]["median_ms"], sizes["1"]["median_ms"])
+        add("b", "64 sockets / 1 socket, one helper run", ratio, "<= 2.0", ratio <= 2.0)
+    if "c" in results:
+        for name, row in results["c"]["scenarios"].items():
+            worst = row["worst_ms"]
+            add(
+                "c",
+                f"worst 1 ms LoopingCall lateness (ms): {SCENARIOS[name]}",
+                worst,
+                f"<= {STALL_LIMIT_MS:g} ms",
+                worst <= STALL_LIMIT_MS,
+            )
+    if "d" in results:
+        ratio = results["d"]["median_paired_ratio"]
+        errors = sum(results["d"]["errors"].values())
+        add(
+            "d",
+            "twistd web requests/s, adopted / listenTCP (median of paired rounds)",
+            ratio,
+            ">= 0.97, no HTTP errors",
+            ratio >= 0.97 and errors == 0,
+        )
+    if "e" in results:
+        for way in ("blocking", "reactor"):
+            soak = results["e"][way]
+            counts = ("fds", "children", "threads")
+            exact = all(
+                soak["growth"][key] == 0 and soak["max_over_baseline"][key] == 0 for key in counts
+            )
+            rss = soak["growth"]["rss_kib"]
+            value = (
+                f"fds {soak['growth']['fds']:+d}, children {soak['growth']['children']:+d}, "
+                f"threads {soak['growth']['threads']:+d}, RSS {rss:+d} KiB"
+            )
+            add(
+                "e",
+                f"{results['e']['iterations']} acquisitions+releases, {way}: growth after warm-up",
+                value,
+                f"counts +0 at every checkpoint, RSS < {RSS_TOLERANCE_KIB} KiB",
+                exact and rss < RSS_TOLERANCE_KIB,
+            )
+    return targets
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(rows: Sequence[Sequence[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+        return "\n".join(lines)
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in rows
+    )
+
+
+def breakdown(results: Dict[str, Any]) -> List[List[str]]:
+    """Where the time of one listen goes, from the rows of (a) measured in the same run."""
+    median = {name: row["median_ms"] for name, row in results["a"]["variants"].items()}
+    parts = [
+        ("process creation + exec of a static no-op (the floor)", median["floor"]),
+        ("exec of a setuid-root binary, beyond that", median["setuid_floor"] - median["floor"]),
+        (
+            "the helper's own run: static-pie start-up, its syscalls, the channel",
+            median["raw_helper"] - median["setuid_floor"],
+        ),
+        ("procket_twisted.listen's Python around it", median["listen"] - median["raw_helper"]),
+    ]
+    rows = [["part of one listen (medians of the same run)", "ms", "share"]]
+    for what, value in parts:
+        rows.append([what, _number(value), f"{100 * value / median['listen']:.0f}%"])
+    rows.append(["procket_twisted.listen", _number(median["listen"]), "100%"])
+    return rows
+
+
+def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
+    """The report's parts, each a heading and a table."""
+    out: List[str] = []
+    heading = (lambda text: f"**{text}**\n") if markdown else (lambda text: f"{text}")
+    if "a" in results:
+        variants = dict(results["a"]["variants"])
+        yardstick = variants["true"]["median_ms"]
+        floor = variants["floor"]["median_ms"]
+        rows = [["variant", "median ms", "p10", "p90", "runs", "x /bin/true", "x floor"]]
+        for name in ORDER + BREAKDOWN_ORDER:
+            source, own_yardstick, own_floor = variants, yardstick, floor
+            if name == "in_process":
+                if "a_root" not in results:
+                    continue
+                source = results["a_root"]["variants"]
+                own_yardstick = source["true"]["median_ms"]
+                own_floor = source["floor"]["median_ms"]
+            row = source[name]
+            rows.append(
+                [
+                    LABELS[name] + (" *" if name == "in_process" else ""),
+                    _number(row["median_ms"]),
+                    _number(row["p10_ms"]),
+                    _number(row["p90_ms"]),
+                    str(row["runs"]),
+                    _number(_ratio(row["median_ms"], own_yardstick), 2),
+                    _number(_ratio(row["median_ms"], own_floor), 2),
+                ]
+            )
+        note = (
+            "* measured in a root process, against that process's own /bin/true and floor; "
+            "every other row in one process as the unprivileged user, interleaved"
+        )
+        out.append(
+            heading(
+                f"(a) one privileged socket (127.0.0.1, direct=False), as "
+                f"{results['user']}; CPU busy {results['a']['cpu_busy_percent']:.0f}%"
+            )
+            + "\n"
+            + _table(rows, markdown)
+            + "\n"
+            + ("" if markdown else "  ")
+            + note
+        )
+        out.append(
+            heading("where one listen's time goes (differences of the rows above)")
+            + "\n"
+            + _table(breakdown(results), markdown)
+        )
+    if "b" in results:
+        sizes = results["b"]["sizes"]
+        one = sizes["1"]["median_ms"]
+        rows = [
+            [
+                "sockets per listen_many",
+                "median ms",
+                "p10",
+                "p90",
+                "x one socket",
+                "per extra socket, us",
+            ]
+        ]
+        for name, row in sizes.items():
+            extra = (row["median_ms"] - one) / (int(name) - 1) * 1000 if name != "1" else 0.0
+            rows.append(
+                [
+                    name,
+                    _number(row["median_ms"]),
+                    _number(row["p10_ms"]),
+                    _number(row["p90_ms"]),
+                    _number(_ratio(row["median_ms"], one), 2),
+                    _number(extra, 1) if name != "1" else "-",
+                ]
+            )
+        out.append(
+            heading(f"(b) several sockets per helper run, as {results['user']}")
+            + "\n"
+            + _table(rows, markdown)
+        )
+    if "c" in results:
+        c = results["c"]
+        rows = [["while", "worst ms", "p99 ms", "median ms", "ticks", "took ms"]]
+        for name, row in [("idle", c["idle"])] + list(c["scenarios"].items()):
+            rows.append(
+                [
+                    SCENARIOS[name],
+                    _number(row["worst_ms"], 2),
+                    _number(row["p99_ms"], 2),
+                    _number(row["median_ms"], 2),
+                    str(row["ticks"]),
+                    _number(row.get("duration_ms", float("nan")), 0),
+                ]
+            )
+        out.append(
+            heading(
+                "(c) lateness of a 1 ms LoopingCall (gap beyond 1 ms), real reactor, "
+                f"as {results['user']}"
+            )
+            + "\n"
+            + _table(rows, markdown)
+        )
+    if "d" in results:
+        d = results["d"]
+        rows = [["server", "median requests/s", "per round"]]
+        for name in ("adopted", "native"):
+            label = (
+                "twistd web --listen procket:tcp:PORT"
+                if name == "adopted"
+                else "twistd web --listen tcp:HIGHPORT (listenTCP)"
+            )
+            rows.append(
+                [
+                    label,
+                    _number(d["median_rps"][name], 0),
+                    " ".join(f"{value:.0f}" for value in d["rps"][name]),
+                ]
+            )
+        out.append(
+            heading(
+                f"(d) data path, {d['wrk']}, {d['rounds']} alternating rounds; "
+                f"servers as uid {sorted(set(d['server_uids'].values()))}"
+            )
+            + "\n"
+            + _table(rows, markdown)
+            + "\n"
+            + ("" if markdown else "  ")
+            + "paired ratios adopted/native: "
+            + " ".join(f"{value:.3f}" for value in d["paired_ratios"])
+        )
+    if "e" in results:
+        e = results["e"]
+        rows = [
+            [
+                "way",
+                "iterations",
+                "seconds",
+                "fds start/baseline/end",
+                "RSS KiB baseline -> end",
+                "children",
+                "threads",
+            ]
+        ]
+        for way in ("blocking", "reactor"):
+            soak = e[way]
+            rows.append(
+                [
+                    way,
+                    str(e["iterations"]),
+                    _number(soak["seconds"], 1),
+                    f"{soak['start']['fds']}/{soak['baseline']['fds']}/{soak['end']['fds']}",
+                    f"{soak['baseline']['rss_kib']} -> {soak['end']['rss_kib']}",
+                    f"{soak['baseline']['children']} -> {soak['end']['children']}",
+                    f"{soak['baseline']['threads']} -> {soak['end']['threads']}",
+                ]
+            )
+        out.append(
+            heading(
+                f"(e) soak as {results['user']} (baseline: after {e['warmup']} warm-up iterations)"
+            )
+            + "\n"
+            + _table(rows, markdown)
+        )
+    rows = [["", "target", "value", "limit"]]
+    for target in results["targets"]:
+        value = target["value"]
+        rows.append(
+            [
+                "PASS" if target["pass"] else "FAIL",
+                f"({target['measurement']}) {target['what']}",
+                _number(value, 3),
+                target["limit"],
+            ]
+        )
+    out.append(heading("targets") + "\n" + _table(rows, markdown))
+    if "profile" in results:
+        out.extend(profile_sections(results["profile"], markdown))
+    return out
+
+
+def _top(names: Dict[str, int], count: int = 6) -> str:
+    return ", ".join(f"{name} {number}" for name, number in list(names.items())[:count])
+
+
+def profile_sections(profile: Dict[str, Any], markdown: bool) -> List[str]:
+    """The profile of one helper run (run.py --profile), as tables."""
+    heading = (lambda text: f"**{text}**\n") if markdown else (lambda text: f"{text}")
+    out = []
+    rows = [["tool", "what", "finding"]]
+    calls = profile.get("syscalls", {})
+    if "skipped" in calls:
+        rows.append(["strace -f", "syscalls of one listen", calls["skipped"]])
+    else:
+        for part, label in (
+            ("client", "the Python client (parent)"),
+            ("child_before_exec", "the spawned child, before exec"),
+            ("helper", "the helper, from execve to exit"),
+        ):
+            found = calls[part]
+            rows.append(
+                ["strace -f", label, f"{found['total']} syscalls: {_top(found['by_name'])}"]
+            )
+    stat = profile.get("perf_stat", {})
+    if "skipped" in stat:
+        rows.append(["perf stat", "per run", stat["skipped"]])
+    else:
+        for name, found in stat["per_run"].items():
+            rows.append(
+                [
+                    "perf stat",
+                    f"per {name} run (parent + child), {stat['runs']} runs",
+                    f"{found['cpu_us']:.0f} us CPU, {found['page_faults']:.1f} page faults, "
+                    f"{found['context_switches']:.1f} context switches",
+                ]
+            )
+    faults = profile.get("page_faults", {})
+    if "skipped" in faults:
+        rows.append(["perf record", "page faults", faults["skipped"]])
+    else:
+        rows.append(
+            [
+                "perf record -e page-faults",
+                f"where the helper's {faults['total_per_run']:.0f} faults per run happen",
+                ", ".join(
+                    f"{row['symbol']} {row['faults_per_run']:.0f}" for row in faults["top"][:5]
+                ),
+            ]
+        )
+    grind = profile.get("callgrind", {})
+    if "skipped" in grind:
+        rows.append(["callgrind", "instructions", grind["skipped"]])
+    else:
+        for name, found in grind.items():
+            rows.append(
+                [
+                    "valgrind --tool=callgrind",
+                    f"instructions of one {name} run",
+                    f"{found['instructions']:,}: "
+                    + ", ".join(
+                        f"{row['function']} {row['percent']:.0f}%" for row in found["top"][:4]
+                    ),
+                ]
+            )
+    client = profile.get("client", {})
+    if "skipped" in client:
+        rows.append(["cProfile", "Python side", client["skipped"]])
+    else:
+        listen = client["listen"]
+        rows.append(
+            [
+                "cProfile",
+                f"one listen ({listen['wall_median_us']:.0f} us without the profiler)",
+                f"{listen['profiled_us_per_run']:.0f} us under the profiler, of which "
+                f"{listen['waiting_us_per_run']:.0f} us waiting in poll/posix_spawn/waitpid; most "
+                "own time: "
+                + ", ".join(
+                    [
+                        f"{row['function']} {row['own_us']:.0f} us"
+                        for row in listen["top"]
+                        if not any(word in row["function"] for word in ("poll", "spawn", "waitpid"))
+                    ][:5]
+                ),
+            ]
+        )
+        for held, found in client["reactor"].items():
+            rows.append(
+                [
+                    "timer + cProfile",
+                    f"reactor.spawnProcess per endpoint listen, {held.split('_')[0]} other ports open",
+                    f"blocks the reactor {found['spawnProcess_median_us']:.0f} us (median), "
+                    f"{found['spawnProcess_max_us']:.0f} us (max); most own time: "
+                    + ", ".join(
+                        f"{row['function']} x{row['calls_per_run']:.0f} {row['own_us']:.0f} us"
+                        for row in found["top"][:4]
+                    ),
+                ]
+            )
+    out.append(
+        heading("profile of one helper run (run.py --profile)") + "\n" + _table(rows, markdown)
+    )
+    return out
+
+
+def _machine_line(results: Dict[str, Any]) -> str:
+    m = results["machine"]
+    return (
+        f"{m['date']}; {m['nproc']} CPUs, {m['cpu']}; Linux {m['kernel']}; Python "
+        f"{m['python']}, Twisted {m['twisted']}, procket-twisted {m['procket_twisted']}; "
+        f"load average {' '.join(m['loadavg_start'])} at the start, "
+        f"{' '.join(m.get('loadavg_end', ['?']))} at the end; CPU busy "
+        f"{m.get('cpu_busy_percent', float('nan')):.0f}% over the run; "
+        f"{results['mode']} run, {results.get('seconds', 0):.0f} s"
+    )
+
+
+def text_report(results: Dict[str, Any]) -> str:
+    """The report for the terminal."""
+    return "\n\n".join([_machine_line(results)] + sections(results, markdown=False)) + "\n"
+
+
+def markdown_report(results: Dict[str, Any]) -> str:
+    """The report in Markdown, for benchmarks/README.md."""
+    return "\n\n".join([f"Machine: {_machine_line(results)}."] + sections(results, True)) + "\n"
+
+
+def write_chart(results: Dict[str, Any], path: str) -> None:
+    """A PNG with one panel per measurement and the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    title = "procket-twisted benchmarks: " + _machine_line(results)
+    figure.suptitle("\n".join(textwrap.wrap(title, 180)), fontsize=9)
+    panels = iter(axes.flat)
+
+    if "a" in results:
+        axis = next(panels)
+        variants = dict(results["a"]["variants"])
+        if "a_root" in results:
+            variants["in_process"] = results["a_root"]["variants"]["in_process"]
+        names = [name for name in ORDER + BREAKDOWN_ORDER if name in variants]
+        values = [variants[name]["median_ms"] for name in names]
+        colours = ["tab:red" if name in ("listen", "reactor") else "tab:gray" for name in names]
+        labels = [SHORT_LABELS[name] for name in names]
+        bars = axis.barh(labels[::-1], values[::-1], color=colours[::-1])
+        axis.set_xscale("log")
+        axis.bar_label(bars, labels=[f"{value:.3f} ms" for value in values[::-1]], fontsize=7)
+        axis.set_title("(a) one privileged socket, median ms (log)", fontsize=9)
+        axis.tick_params(axis="y", labelsize=7)
+    if "b" in results:
+        axis = next(panels)
+        sizes = results["b"]["sizes"]
+        bars = axis.bar(list(sizes), [row["median_ms"] for row in sizes.values()], color="tab:blue")
+        axis.bar_label(
+            bars, labels=[f"{row['median_ms']:.3f} ms" for row in sizes.values()], fontsize=8
+        )
+        axis.set_xlabel("sockets in one listen_many")
+        axis.set_ylabel("median ms")
+        axis.set_title("(b) several sockets per helper run", fontsize=9)
+    if "c" in results:
+        axis = next(panels)
+        samples = results["c"]["samples_ms"]
+        names = ["idle"] + list(results["c"]["scenarios"])
+        floor = 0.01  # on time shows as 0.01 ms on the log scale
+        axis.boxplot(
+            [[max(floor, value) for value in samples[name]] or [floor] for name in names],
+            whis=(1, 99),
+            sym=".",
+        )
+        axis.set_xticks(range(1, len(names) + 1), names, fontsize=8)
+        axis.axhline(STALL_LIMIT_MS, color="tab:red", linestyle="--", linewidth=1)
+        axis.set_yscale("log")
+        axis.set_ylabel("lateness ms (whiskers p1-p99)")
+        axis.set_title("(c) 1 ms LoopingCall lateness; red: 2 ms limit", fontsize=9)
+    if "d" in results:
+        axis = next(panels)
+        for name, marker in (("adopted", "o"), ("native", "s")):
+            axis.plot(
+                range(1, len(results["d"]["rps"][name]) + 1),
+                results["d"]["rps"][name],
+                marker=marker,
+                label=name,
+            )
+        axis.set_xlabel("round")
+        axis.set_ylabel("requests/s")
+        axis.legend(fontsize=8)
+        axis.set_title(f"(d) twistd web, {results['d']['wrk']}", fontsize=9)
+    if "e" in results:
+        axis = next(panels)
+        for way in ("blocking", "reactor"):
+            points = results["e"][way]["checkpoints"]
+            axis.plot(
+                [p["done"] for p in points],
+                [p["rss_kib"] for p in points],
+                marker=".",
+                label=f"{way} (fds {points[-1]['fds']}, children {points[-1]['children']})",
+            )
+        axis.set_xlabel("acquisitions")
+        axis.set_ylabel("RSS KiB")
+        axis.legend(fontsize=8)
+        axis.set_title("(e) soak: RSS at checkpoints", fontsize=9)
+    axis = next(panels, None)
+    if axis is not None:
+        axis.axis("off")
+        lines = []
+        for target in results["targets"]:
+            text = (
+                f"{'PASS' if target['pass'] else 'FAIL'} ({target['measurement']}) "
+                f"{target['what']}: {_number(target['value'], 3)} [{target['limit']}]"
+            )
+            lines.extend(textwrap.wrap(text, 64, subsequent_indent="      "))
+        axis.text(0, 1, "targets\n\n" + "\n".join(lines), va="top", fontsize=7, family="monospace")
+    for axis in panels:
+        axis.axis("off")
+    figure.tight_layout(rect=(0, 0, 1, 0.96))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
