@@ -22,14 +22,19 @@
  *      write (sticky directories excepted); the file must be a root-owned regular file that group
  *      and others cannot write. No file: the built-in default (TCP and UDP only). A bad file: nothing.
  *      Every socket must be allowed before any is created. No NSS: ids in the policy are numeric.
- *   6. become the caller, keeping only the capabilities the sockets need (CAP_NET_BIND_SERVICE,
- *      and CAP_NET_RAW for a device binding, CAP_NET_ADMIN for mark, transparent, priority and
- *      forced buffer sizes): PR_SET_KEEPCAPS,
+ *   6. open /dev/net/tun for each tun or tap request (it may be mode 600); then become the
+ *      caller, keeping only the capabilities the sockets need (CAP_NET_BIND_SERVICE for tcp and
+ *      udp, CAP_NET_RAW for raw and packet sockets and for a device binding, CAP_NET_ADMIN for
+ *      tun and tap and for mark, transparent, priority and forced buffer sizes): PR_SET_KEEPCAPS,
  *      setgroups(0), setresgid, setresuid, then capset to exactly that set (rule 7: the sockets
  *      are created by the caller's uid, so SO_REUSEPORT groups never span users).
  *   7. for each socket: socket, setsockopt (SO_REUSEADDR for streams, then the requested
  *      options: v6only, reuseport, freebind, transparent, device, mark, priority, rcvbuf, sndbuf),
- *      bind, listen (streams).
+ *      bind, listen (streams). A raw socket: socket, IP_HDRINCL, options, bind if an addr was
+ *      given. A packet socket: socket with protocol 0, the filter attached and locked, options,
+ *      bind to the ethertype and interface, promiscuous mode. A tun or tap: TUNSETIFF with
+ *      IFF_TUN_EXCL (a new interface only), TUNSETOWNER and TUNSETGROUP to the caller, then its
+ *      address and up.
  *   8. drop: clear every capability and PR_SET_KEEPCAPS; verify getresuid, getresgid, no groups,
  *      no capabilities, and that setuid(0) and setgid(0) fail.
  *   9. send: one message "ok N\n" carrying all N fds in request order; exit 0.
@@ -45,7 +50,12 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/if_packet.h>
+#include <linux/if_tun.h>
+#include <linux/ipv6.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -64,7 +74,8 @@
 
 #define PROTOCOL_VERSION "v1"
 #define MAX_SOCKETS 253          /* SCM_MAX_FD: what one message can carry */
-#define MAX_SPEC_LEN 255
+#define MAX_SPEC_LEN 1400         /* room for a packet filter of MAX_FILTER instructions */
+#define MAX_FILTER 64
 #define MAX_POLICY_BYTES 65536
 #define MAX_POLICY_LINE 512
 #define MAX_RULES 256
@@ -87,9 +98,17 @@ static const char *const step_names[] = {
 };
 
 /* Kinds and families are bits so that a policy rule can hold a set of them. */
-enum { KIND_TCP = 1u << 0, KIND_UDP = 1u << 1 };
+enum {
+    KIND_TCP = 1u << 0, KIND_UDP = 1u << 1, KIND_RAW = 1u << 2, KIND_PACKET = 1u << 3,
+    KIND_TUN = 1u << 4, KIND_TAP = 1u << 5,
+};
+#define KIND_INET (KIND_TCP | KIND_UDP)
+#define KIND_DEVICE (KIND_TUN | KIND_TAP)
+#define KIND_SOCKET (KIND_INET | KIND_RAW | KIND_PACKET)
+#define KIND_ANY (KIND_SOCKET | KIND_DEVICE)
 static const struct name_bit { const char *name; unsigned bit; } kind_names[] = {
-    {"tcp", KIND_TCP}, {"udp", KIND_UDP},
+    {"tcp", KIND_TCP}, {"udp", KIND_UDP}, {"raw", KIND_RAW}, {"packet", KIND_PACKET},
+    {"tun", KIND_TUN}, {"tap", KIND_TAP},
 };
 enum { FAMILY_INET = 1u << 0, FAMILY_INET6 = 1u << 1 };
 static const struct name_bit family_names[] = {
@@ -100,11 +119,18 @@ enum {
     OPTION_V6ONLY = 1u << 0, OPTION_REUSEPORT = 1u << 1, OPTION_FREEBIND = 1u << 2,
     OPTION_DEVICE = 1u << 3, OPTION_MARK = 1u << 4, OPTION_TRANSPARENT = 1u << 5,
     OPTION_PRIORITY = 1u << 6, OPTION_RCVBUF = 1u << 7, OPTION_SNDBUF = 1u << 8,
+    OPTION_HDRINCL = 1u << 9, OPTION_PROMISC = 1u << 10,
 };
 static const struct name_bit option_names[] = {
     {"v6only", OPTION_V6ONLY}, {"reuseport", OPTION_REUSEPORT}, {"freebind", OPTION_FREEBIND},
     {"device", OPTION_DEVICE}, {"mark", OPTION_MARK}, {"transparent", OPTION_TRANSPARENT},
     {"priority", OPTION_PRIORITY}, {"rcvbuf", OPTION_RCVBUF}, {"sndbuf", OPTION_SNDBUF},
+    {"hdrincl", OPTION_HDRINCL}, {"promisc", OPTION_PROMISC},
+};
+/* Which kinds each option applies to, in option_names' order. */
+static const unsigned option_kinds[] = {
+    KIND_INET, KIND_INET, KIND_INET, KIND_ANY, KIND_SOCKET, KIND_INET,
+    KIND_SOCKET, KIND_SOCKET, KIND_SOCKET, KIND_RAW, KIND_PACKET,
 };
 /* What an allow rule grants when it names no options: those any process may set itself. */
 #define UNPRIVILEGED_OPTIONS (OPTION_V6ONLY | OPTION_REUSEPORT | OPTION_FREEBIND)
@@ -119,9 +145,16 @@ struct address {
 
 struct socket_request {
     unsigned kind;
-    struct address address;
+    struct address address;           /* family 0: none (packet; raw, tun and tap may omit it) */
     uint32_t port;
     uint32_t backlog;
+    uint32_t proto;                   /* raw: the IP protocol number */
+    uint32_t ethertype;               /* packet: the ethertype it receives */
+    uint32_t prefixlen;               /* tun, tap: of the address given to the interface */
+    bool has_address;                 /* an addr was given (raw: bind it; tun, tap: assign it) */
+    bool cooked, up, pi;              /* packet: SOCK_DGRAM; tun, tap: bring it up, keep PI */
+    unsigned filter_length;           /* packet: a classic BPF filter, attached and locked */
+    struct sock_filter filter[MAX_FILTER];
     unsigned options;                 /* OPTION_* bits: which of the values below are set */
     uint32_t v6only, mark, priority, rcvbuf, sndbuf;
     char device[IFNAMSIZ];
@@ -142,10 +175,12 @@ struct rule {
     unsigned kinds, families;         /* 0: any */
     bool has_options;                 /* options= given: allow grants them, deny matches them */
     unsigned options;
-    unsigned n_users, n_groups, n_ports, n_addresses, n_devices;   /* 0: any */
+    unsigned n_users, n_groups, n_ports, n_addresses, n_devices, n_protos, n_ethertypes; /* 0: any */
     uint32_t users[MAX_VALUES];
     uint32_t groups[MAX_VALUES];
     struct port_range ports[MAX_VALUES];
+    struct port_range protos[MAX_VALUES];     /* raw: IP protocol numbers */
+    struct port_range ethertypes[MAX_VALUES]; /* packet */
     struct prefix addresses[MAX_VALUES];
     char devices[MAX_VALUES][IFNAMSIZ];
 };
@@ -297,11 +332,162 @@ static bool parse_option(unsigned option, const char *value, struct socket_reque
     case OPTION_RCVBUF: return parse_number(value, INT32_MAX / 2, &out->rcvbuf);
     case OPTION_SNDBUF: return parse_number(value, INT32_MAX / 2, &out->sndbuf);
     case OPTION_DEVICE: return parse_device(value, out->device);
-    default: return strcmp(value, "1") == 0;       /* reuseport, freebind, transparent */
+    default: return strcmp(value, "1") == 0;  /* reuseport, freebind, transparent, hdrincl, promisc */
     }
 }
 
-/* One socket: "kind=tcp,family=inet6,addr=::1,port=80,backlog=50,v6only=1". */
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+/* "0x" and 1 to 4 lowercase hex digits, no leading zero: an ethertype such as 0x806. */
+static bool parse_ethertype(const char *text, uint32_t *out)
+{
+    size_t length = strlen(text);
+    if (length < 3 || length > 6 || text[0] != '0' || text[1] != 'x' || (length > 3 && text[2] == '0'))
+        return false;
+    uint32_t value = 0;
+    for (size_t i = 2; i < length; i++) {
+        if (!is_hex(text[i]))
+            return false;
+        value = value * 16 + (uint32_t)(text[i] <= '9' ? text[i] - '0' : text[i] - 'a' + 10);
+    }
+    *out = value;
+    return true;
+}
+
+/* A classic BPF program: 16 lowercase hex digits per instruction (code 4, jt 2, jf 2, k 8). */
+static bool parse_filter(const char *text, struct socket_request *out)
+{
+    size_t length = strlen(text);
+    if (length == 0 || length % 16 != 0 || length / 16 > MAX_FILTER)
+        return false;
+    for (size_t i = 0; i < length; i++)
+        if (!is_hex(text[i]))
+            return false;
+    out->filter_length = (unsigned)(length / 16);
+    for (unsigned i = 0; i < out->filter_length; i++) {
+        char field[9];
+        const char *at = text + 16 * i;
+        unsigned long parts[4];
+        const unsigned widths[4] = {4, 2, 2, 8};
+        for (unsigned f = 0, offset = 0; f < 4; offset += widths[f], f++) {
+            memcpy(field, at + offset, widths[f]);
+            field[widths[f]] = '\0';
+            parts[f] = strtoul(field, NULL, 16);   /* only hex digits, checked above */
+        }
+        out->filter[i].code = (uint16_t)parts[0];
+        out->filter[i].jt = (uint8_t)parts[1];
+        out->filter[i].jf = (uint8_t)parts[2];
+        out->filter[i].k = (uint32_t)parts[3];
+    }
+    return true;
+}
+
+/* The keys of a spec besides the options, and the kinds that take each. */
+enum key {
+    KEY_KIND, KEY_FAMILY, KEY_ADDR, KEY_PORT, KEY_BACKLOG, KEY_PROTO, KEY_ETHERTYPE,
+    KEY_FILTER, KEY_COOKED, KEY_PREFIXLEN, KEY_UP, KEY_PI, KEY_COUNT
+};
+static const struct { const char *name; unsigned kinds; } spec_keys[KEY_COUNT] = {
+    [KEY_KIND] = {"kind", KIND_ANY},          [KEY_FAMILY] = {"family", KIND_ANY & ~KIND_PACKET},
+    [KEY_ADDR] = {"addr", KIND_ANY & ~KIND_PACKET}, [KEY_PORT] = {"port", KIND_INET},
+    [KEY_BACKLOG] = {"backlog", KIND_TCP},    [KEY_PROTO] = {"proto", KIND_RAW},
+    [KEY_ETHERTYPE] = {"ethertype", KIND_PACKET}, [KEY_FILTER] = {"filter", KIND_PACKET},
+    [KEY_COOKED] = {"cooked", KIND_PACKET},   [KEY_PREFIXLEN] = {"prefixlen", KIND_DEVICE},
+    [KEY_UP] = {"up", KIND_DEVICE},           [KEY_PI] = {"pi", KIND_DEVICE},
+};
+
+static bool parse_key(unsigned key, const char *value, struct socket_request *out,
+                      unsigned *family, const char **address)
+{
+    switch (key) {
+    case KEY_KIND: return parse_name(value, kind_names, COUNT(kind_names), &out->kind);
+    case KEY_FAMILY: return parse_name(value, family_names, COUNT(family_names), family);
+    case KEY_ADDR: *address = value; return true;
+    case KEY_PORT: return parse_number(value, 65535, &out->port);
+    case KEY_BACKLOG: return parse_number(value, 65535, &out->backlog);
+    case KEY_PROTO: return parse_number(value, 255, &out->proto) && out->proto != 0;
+    case KEY_ETHERTYPE: return parse_ethertype(value, &out->ethertype);
+    case KEY_FILTER: return parse_filter(value, out);
+    case KEY_PREFIXLEN: return parse_number(value, 128, &out->prefixlen);
+    case KEY_COOKED: out->cooked = true; return strcmp(value, "1") == 0;
+    case KEY_UP: out->up = true; return strcmp(value, "1") == 0;
+    default: out->pi = true; return strcmp(value, "1") == 0;
+    }
+}
+
+/* What each kind needs and allows beyond its keys; SEEN holds the KEY_* bits given. */
+static bool check_spec(struct socket_request *out, unsigned seen, unsigned family,
+                       const char *address, reason why)
+{
+    static const unsigned required[] = {
+        [0] = 1u << KEY_FAMILY | 1u << KEY_ADDR | 1u << KEY_PORT,    /* tcp, udp */
+        [1] = 1u << KEY_FAMILY | 1u << KEY_PROTO,                    /* raw */
+        [2] = 1u << KEY_ETHERTYPE,                                   /* packet */
+        [3] = 0,                                                     /* tun, tap */
+    };
+    unsigned kind = out->kind;
+    unsigned need = required[kind & KIND_INET ? 0 : kind == KIND_RAW ? 1 : kind == KIND_PACKET ? 2 : 3];
+    if ((seen & need) != need) {
+        say(why, "%s needs %s", kind_names[__builtin_ctz(kind)].name,
+            kind & KIND_INET ? "family, addr and port" : kind == KIND_RAW ? "family and proto"
+                                                                         : "ethertype");
+        return false;
+    }
+    for (unsigned key = 0; key < KEY_COUNT; key++)
+        if ((seen & (1u << key)) && !(spec_keys[key].kinds & kind)) {
+            say(why, "%s does not apply to kind %s", spec_keys[key].name,
+                kind_names[__builtin_ctz(kind)].name);
+            return false;
+        }
+    for (size_t i = 0; i < COUNT(option_names); i++)
+        if ((out->options & option_names[i].bit) && !(option_kinds[i] & kind)) {
+            say(why, "option %s does not apply to kind %s", option_names[i].name,
+                kind_names[__builtin_ctz(kind)].name);
+            return false;
+        }
+    if ((seen & (1u << KEY_ADDR)) && family == 0) {
+        say(why, "addr needs a family");
+        return false;
+    }
+    if (address != NULL && !parse_address(address, family, &out->address)) {
+        say(why, "addr '%.48s' is not a numeric %s address", address,
+            family == FAMILY_INET ? "IPv4" : "IPv6");
+        return false;
+    }
+    out->has_address = address != NULL;
+    if (address == NULL)
+        out->address.family = family;  /* raw, tun, tap: the family, and no address */
+    if ((out->options & OPTION_V6ONLY) && family != FAMILY_INET6) {
+        say(why, "v6only applies to family=inet6 only");
+        return false;
+    }
+    if ((out->options & OPTION_HDRINCL) && family != FAMILY_INET) {
+        say(why, "hdrincl applies to family=inet only");
+        return false;
+    }
+    if ((out->options & OPTION_PROMISC) && !(out->options & OPTION_DEVICE)) {
+        say(why, "promisc needs a device");
+        return false;
+    }
+    uint32_t longest = family == FAMILY_INET ? 32 : 128;
+    if (seen & (1u << KEY_PREFIXLEN) && (address == NULL || out->prefixlen > longest)) {
+        say(why, "prefixlen needs an addr, and at most %u bits", (unsigned)longest);
+        return false;
+    }
+    if (!(seen & (1u << KEY_PREFIXLEN)))
+        out->prefixlen = longest;
+    return true;
+}
+
+/*
+ * One socket or device: "kind=tcp,family=inet6,addr=::1,port=80,backlog=50,v6only=1",
+ * "kind=raw,family=inet,proto=1", "kind=packet,ethertype=0x806,device=eth0",
+ * "kind=tun,device=tun7,family=inet,addr=10.9.0.1,prefixlen=24,up=1". Keys come in any order,
+ * each at most once; which keys a kind needs and takes is checked once all are read.
+ */
 static bool parse_spec(const char *spec, struct socket_request *out, reason why)
 {
     char copy[MAX_SPEC_LEN + 1];
@@ -311,66 +497,43 @@ static bool parse_spec(const char *spec, struct socket_request *out, reason why)
     }
     strcpy(copy, spec);
     const char *address = NULL;
-    unsigned family = 0, seen = 0;
-    bool have_port = false, have_backlog = false;
+    unsigned family = 0, seen = 0, seen_options = 0;
     memset(out, 0, sizeof *out);
     out->backlog = DEFAULT_BACKLOG;
     char *cursor = copy;
     for (char *item = strsep(&cursor, ","); item != NULL; item = strsep(&cursor, ",")) {
-        static const char *const keys[] = {"kind", "family", "addr", "port", "backlog"};
-        char *key, *value;
-        unsigned which = 0, option = 0;
-        if (!split_pair(item, &key, &value)) {
+        char *name, *value;
+        unsigned key = 0, option = 0;
+        if (!split_pair(item, &name, &value)) {
             say(why, "'%.32s' is not key=value", item);
             return false;
         }
-        while (which < COUNT(keys) && strcmp(key, keys[which]) != 0)
-            which++;
-        if (which == COUNT(keys) && !parse_name(key, option_names, COUNT(option_names), &option)) {
-            say(why, "unknown key '%.32s'", key);
+        while (key < KEY_COUNT && strcmp(name, spec_keys[key].name) != 0)
+            key++;
+        if (key == KEY_COUNT && !parse_name(name, option_names, COUNT(option_names), &option)) {
+            say(why, "unknown key '%.32s'", name);
             return false;
         }
-        unsigned bit = option != 0 ? option << COUNT(keys) : 1u << which;
-        if (seen & bit) {
-            say(why, "key '%s' given twice", key);
+        unsigned *mark = option != 0 ? &seen_options : &seen;
+        unsigned bit = option != 0 ? option : 1u << key;
+        if (*mark & bit) {
+            say(why, "key '%s' given twice", name);
             return false;
         }
-        seen |= bit;
-        bool ok = true;
-        switch (option != 0 ? COUNT(keys) : which) {
-        case 0: ok = parse_name(value, kind_names, COUNT(kind_names), &out->kind); break;
-        case 1: ok = parse_name(value, family_names, COUNT(family_names), &family); break;
-        case 2: address = value; break;
-        case 3: ok = have_port = parse_number(value, 65535, &out->port); break;
-        case 4: ok = have_backlog = parse_number(value, 65535, &out->backlog); break;
-        default:
-            ok = parse_option(option, value, out);
-            out->options |= option;
-            break;
-        }
+        *mark |= bit;
+        bool ok = option != 0 ? parse_option(option, value, out)
+                              : parse_key(key, value, out, &family, &address);
+        out->options |= option;
         if (!ok) {
-            say(why, "bad value '%.48s' for %s", value, key);
+            say(why, "bad value '%.48s' for %s", value, name);
             return false;
         }
     }
-    if (out->kind == 0 || family == 0 || address == NULL || !have_port) {
-        say(why, "kind, family, addr and port are required");
+    if (out->kind == 0) {
+        say(why, "kind is required");
         return false;
     }
-    if (!parse_address(address, family, &out->address)) {
-        say(why, "addr '%.48s' is not a numeric %s address", address,
-            family == FAMILY_INET ? "IPv4" : "IPv6");
-        return false;
-    }
-    if (have_backlog && out->kind != KIND_TCP) {
-        say(why, "backlog applies to tcp only");
-        return false;
-    }
-    if ((out->options & OPTION_V6ONLY) && family != FAMILY_INET6) {
-        say(why, "v6only applies to family=inet6 only");
-        return false;
-    }
-    return true;
+    return check_spec(out, seen, family, address, why);
 }
 
 static bool parse_request(int argc, char *const argv[], struct request *out, unsigned *bad,
@@ -404,23 +567,6 @@ static bool parse_request(int argc, char *const argv[], struct request *out, uns
 
 /* ---- the policy ----------------------------------------------------------------------------- */
 
-static bool parse_port_range(const char *text, struct port_range *out)
-{
-    char copy[16];
-    if (strlen(text) >= sizeof copy)
-        return false;
-    strcpy(copy, text);
-    char *dash = strchr(copy, '-');
-    if (dash != NULL)
-        *dash = '\0';
-    if (!parse_number(copy, 65535, &out->low))
-        return false;
-    out->high = out->low;
-    if (dash != NULL && (!parse_number(dash + 1, 65535, &out->high) || out->high < out->low))
-        return false;
-    return true;
-}
-
 static bool parse_prefix(const char *text, struct prefix *out)
 {
     char copy[INET6_ADDRSTRLEN + 8];
@@ -443,11 +589,29 @@ static bool parse_prefix(const char *text, struct prefix *out)
     return true;
 }
 
+/* A number or range of numbers up to MAX: "80", "1000-1023"; ethertypes in hex: "0x806". */
+static bool parse_range(const char *text, uint32_t max, bool hex, struct port_range *out)
+{
+    char copy[16];
+    if (strlen(text) >= sizeof copy)
+        return false;
+    strcpy(copy, text);
+    char *dash = strchr(copy, '-');
+    if (dash != NULL)
+        *dash = '\0';
+    bool ok = hex ? parse_ethertype(copy, &out->low) : parse_number(copy, max, &out->low);
+    out->high = out->low;
+    if (ok && dash != NULL)
+        ok = (hex ? parse_ethertype(dash + 1, &out->high) : parse_number(dash + 1, max, &out->high))
+             && out->high >= out->low;
+    return ok;
+}
+
 /* One "key=v1,v2" condition of a rule. */
 static bool parse_condition(char *item, struct rule *rule, reason why)
 {
     static const char *const keys[] = {"user", "group", "kind", "family", "port", "addr",
-                                       "options", "device"};
+                                       "options", "device", "proto", "ethertype"};
     char *key, *list;
     unsigned which = 0;
     if (!split_pair(item, &key, &list)) {
@@ -457,14 +621,15 @@ static bool parse_condition(char *item, struct rule *rule, reason why)
     while (which < COUNT(keys) && strcmp(key, keys[which]) != 0)
         which++;
     if (which == COUNT(keys)) {
-        say(why, "unknown key '%.32s' (known: user group kind family port addr options device)",
-            key);
+        say(why, "unknown key '%.32s' (known: user group kind family port addr options device "
+            "proto ethertype)", key);
         return false;
     }
     unsigned *counts[] = {&rule->n_users, &rule->n_groups, NULL, NULL, &rule->n_ports,
-                          &rule->n_addresses, NULL, &rule->n_devices};
+                          &rule->n_addresses, NULL, &rule->n_devices, &rule->n_protos,
+                          &rule->n_ethertypes};
     unsigned *bits[] = {NULL, NULL, &rule->kinds, &rule->families, NULL, NULL, &rule->options,
-                        NULL};
+                        NULL, NULL, NULL};
     if ((counts[which] != NULL && *counts[which] != 0) || (bits[which] != NULL && *bits[which] != 0)) {
         say(why, "key '%s' given twice", key);
         return false;
@@ -482,10 +647,12 @@ static bool parse_condition(char *item, struct rule *rule, reason why)
         case 1: ok = parse_number(value, UINT32_MAX - 1, &rule->groups[rule->n_groups++]); break;
         case 2: ok = parse_name(value, kind_names, COUNT(kind_names), &bit); rule->kinds |= bit; break;
         case 3: ok = parse_name(value, family_names, COUNT(family_names), &bit); rule->families |= bit; break;
-        case 4: ok = parse_port_range(value, &rule->ports[rule->n_ports++]); break;
+        case 4: ok = parse_range(value, 65535, false, &rule->ports[rule->n_ports++]); break;
         case 5: ok = parse_prefix(value, &rule->addresses[rule->n_addresses++]); break;
         case 6: ok = parse_name(value, option_names, COUNT(option_names), &bit); rule->options |= bit; break;
-        default: ok = parse_device(value, rule->devices[rule->n_devices++]); break;
+        case 7: ok = parse_device(value, rule->devices[rule->n_devices++]); break;
+        case 8: ok = parse_range(value, 255, false, &rule->protos[rule->n_protos++]); break;
+        default: ok = parse_range(value, 65535, true, &rule->ethertypes[rule->n_ethertypes++]); break;
         }
         if (!ok) {
             say(why, "bad value '%.48s' for '%s'", value, key);
@@ -561,11 +728,24 @@ static bool in_prefix(const struct address *address, const struct prefix *prefix
     return (address->bytes[whole] & mask) == (prefix->address.bytes[whole] & mask);
 }
 
+/* Whether VALUE is in one of RANGES; no ranges: any value, but only for the kinds WITH it. */
+static bool in_ranges(uint32_t value, const struct port_range *ranges, unsigned count, bool with)
+{
+    if (count == 0)
+        return true;
+    for (unsigned i = 0; with && i < count; i++)
+        if (value >= ranges[i].low && value <= ranges[i].high)
+            return true;
+    return false;
+}
+
 static bool rule_matches(const struct rule *rule, const struct caller *caller,
                          const struct socket_request *socket)
 {
     bool found;
-    if (rule->kinds != 0 && !(rule->kinds & socket->kind))
+    /* A rule that names no kind is about TCP and UDP only: raw, packet, tun and tap sockets
+       must always be named, so that no older or broader rule grants them by accident. */
+    if (!((rule->kinds != 0 ? rule->kinds : KIND_INET) & socket->kind))
         return false;
     if (rule->families != 0 && !(rule->families & socket->address.family))
         return false;
@@ -582,10 +762,10 @@ static bool rule_matches(const struct rule *rule, const struct caller *caller,
     }
     if (!found)
         return false;
-    found = rule->n_ports == 0;
-    for (unsigned i = 0; i < rule->n_ports && !found; i++)
-        found = socket->port >= rule->ports[i].low && socket->port <= rule->ports[i].high;
-    if (!found)
+    if (!in_ranges(socket->port, rule->ports, rule->n_ports, socket->kind & KIND_INET) ||
+        !in_ranges(socket->proto, rule->protos, rule->n_protos, socket->kind == KIND_RAW) ||
+        !in_ranges(socket->ethertype, rule->ethertypes, rule->n_ethertypes,
+                   socket->kind == KIND_PACKET))
         return false;
     found = rule->n_addresses == 0;
     for (unsigned i = 0; i < rule->n_addresses && !found; i++)
@@ -793,11 +973,15 @@ static int set_capabilities(capabilities caps)   /* effective = permitted = CAPS
 /* What the sockets of REQUEST need: binding any port, and what their options need. */
 static capabilities needed_capabilities(const struct request *request)
 {
-    capabilities needed = CAP_BIT(CAP_NET_BIND_SERVICE);
+    capabilities needed = 0;
     for (unsigned i = 0; i < request->count; i++) {
-        if (request->sockets[i].options & OPTION_DEVICE)
+        const struct socket_request *socket = &request->sockets[i];
+        if (socket->kind & KIND_INET)
+            needed |= CAP_BIT(CAP_NET_BIND_SERVICE);
+        if (socket->kind & (KIND_RAW | KIND_PACKET) || (socket->options & OPTION_DEVICE &&
+                                                          socket->kind & KIND_INET))
             needed |= CAP_BIT(CAP_NET_RAW);
-        if (request->sockets[i].options & NET_ADMIN_OPTIONS)
+        if (socket->kind & KIND_DEVICE || socket->options & NET_ADMIN_OPTIONS)
             needed |= CAP_BIT(CAP_NET_ADMIN);
     }
     return needed;
@@ -958,7 +1142,7 @@ static void set_options(unsigned index, int fd, int family, const struct socket_
     if (options & OPTION_TRANSPARENT)
         set_option(index, fd, inet6 ? IPPROTO_IPV6 : IPPROTO_IP,
                    inet6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, &one, sizeof one, "IP_TRANSPARENT");
-    if (options & OPTION_DEVICE)
+    if ((options & OPTION_DEVICE) && request->kind != KIND_PACKET)  /* packet: bind names it */
         set_option(index, fd, SOL_SOCKET, SO_BINDTODEVICE, request->device,
                    (socklen_t)strlen(request->device) + 1, "SO_BINDTODEVICE");
     if (options & OPTION_MARK)
@@ -971,39 +1155,207 @@ static void set_options(unsigned index, int fd, int family, const struct socket_
         set_option(index, fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf, "SO_SNDBUFFORCE");
 }
 
-static int open_socket(unsigned index, const struct socket_request *request)
+/* ADDRESS and PORT as a sockaddr in STORAGE; returns its length. */
+static socklen_t make_sockaddr(const struct address *address, uint32_t port,
+                               struct sockaddr_storage *storage)
 {
-    int family = request->address.family == FAMILY_INET ? AF_INET : AF_INET6;
+    memset(storage, 0, sizeof *storage);
+    if (address->family == FAMILY_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)storage;
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        memcpy(&in->sin_addr, address->bytes, 4);
+        return sizeof *in;
+    }
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)storage;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((uint16_t)port);
+    memcpy(&in6->sin6_addr, address->bytes, 16);
+    return sizeof *in6;
+}
+
+static int inet_family(const struct socket_request *request)
+{
+    return request->address.family == FAMILY_INET ? AF_INET : AF_INET6;
+}
+
+/* tcp, udp: socket, SO_REUSEADDR (streams), options, bind, listen (streams). */
+static int open_inet(unsigned index, const struct socket_request *request)
+{
+    int family = inet_family(request);
     bool stream = request->kind == KIND_TCP;
     int fd = socket(family, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC,
                     stream ? IPPROTO_TCP : IPPROTO_UDP);
     if (fd < 0)
         fail(index, STEP_SOCKET, errno, "socket() failed");
     int one = 1;
-    if (stream && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
-        fail(index, STEP_SETSOCKOPT, errno, "SO_REUSEADDR failed");
+    if (stream)
+        set_option(index, fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one, "SO_REUSEADDR");
     set_options(index, fd, family, request);
     struct sockaddr_storage storage;
-    socklen_t length;
-    memset(&storage, 0, sizeof storage);
-    if (family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&storage;
-        in->sin_family = AF_INET;
-        in->sin_port = htons((uint16_t)request->port);
-        memcpy(&in->sin_addr, request->address.bytes, 4);
-        length = sizeof *in;
-    } else {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&storage;
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)request->port);
-        memcpy(&in6->sin6_addr, request->address.bytes, 16);
-        length = sizeof *in6;
-    }
+    socklen_t length = make_sockaddr(&request->address, request->port, &storage);
     if (bind(fd, (struct sockaddr *)&storage, length) != 0)
         fail(index, STEP_BIND, errno, "bind() to port %u failed", (unsigned)request->port);
     if (stream && listen(fd, (int)request->backlog) != 0)
         fail(index, STEP_LISTEN, errno, "listen() failed");
     return fd;
+}
+
+/* raw: socket(family, SOCK_RAW, proto), IP_HDRINCL, options, bind when an addr was given. */
+static int open_raw(unsigned index, const struct socket_request *request)
+{
+    int family = inet_family(request);
+    int fd = socket(family, SOCK_RAW | SOCK_CLOEXEC, (int)request->proto);
+    if (fd < 0)
+        fail(index, STEP_SOCKET, errno, "socket(SOCK_RAW, %u) failed", (unsigned)request->proto);
+    int one = 1;
+    if (request->options & OPTION_HDRINCL)
+        set_option(index, fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof one, "IP_HDRINCL");
+    set_options(index, fd, family, request);
+    if (request->has_address) {
+        struct sockaddr_storage storage;
+        socklen_t length = make_sockaddr(&request->address, 0, &storage);
+        if (bind(fd, (struct sockaddr *)&storage, length) != 0)
+            fail(index, STEP_BIND, errno, "bind() failed");
+    }
+    return fd;
+}
+
+/*
+ * packet: created with protocol 0, so that no frame arrives before the filter is attached and
+ * locked (the caller cannot remove it); then options, then bind to the ethertype and interface
+ * (which starts the traffic), then promiscuous mode.
+ */
+static int open_packet(unsigned index, const struct socket_request *request)
+{
+    int fd = socket(AF_PACKET, (request->cooked ? SOCK_DGRAM : SOCK_RAW) | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fail(index, STEP_SOCKET, errno, "socket(AF_PACKET) failed");
+    int one = 1;
+    if (request->filter_length > 0) {
+        struct sock_filter filter[MAX_FILTER];
+        memcpy(filter, request->filter, sizeof filter);
+        struct sock_fprog program = {(unsigned short)request->filter_length, filter};
+        set_option(index, fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program,
+                   "SO_ATTACH_FILTER");
+        set_option(index, fd, SOL_SOCKET, SO_LOCK_FILTER, &one, sizeof one, "SO_LOCK_FILTER");
+    }
+    set_options(index, fd, AF_PACKET, request);
+    int interface = 0;
+    if (request->options & OPTION_DEVICE) {
+        interface = (int)if_nametoindex(request->device);
+        if (interface == 0)
+            fail(index, STEP_BIND, errno, "no interface %s", request->device);
+    }
+    struct sockaddr_ll link;
+    memset(&link, 0, sizeof link);
+    link.sll_family = AF_PACKET;
+    link.sll_protocol = htons((uint16_t)request->ethertype);
+    link.sll_ifindex = interface;
+    if (bind(fd, (struct sockaddr *)&link, sizeof link) != 0)
+        fail(index, STEP_BIND, errno, "bind() to ethertype 0x%x failed", (unsigned)request->ethertype);
+    if (request->options & OPTION_PROMISC) {
+        struct packet_mreq membership;
+        memset(&membership, 0, sizeof membership);
+        membership.mr_ifindex = interface;
+        membership.mr_type = PACKET_MR_PROMISC;
+        set_option(index, fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &membership, sizeof membership,
+                   "PACKET_ADD_MEMBERSHIP");
+    }
+    return fd;
+}
+
+/* The address (and prefix) of a new tun or tap interface, and bringing it up. */
+static void configure_interface(unsigned index, const char *name,
+                                const struct socket_request *request)
+{
+    int family = inet_family(request);
+    int fd = socket(request->has_address ? family : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fail(index, STEP_SETSOCKOPT, errno, "cannot configure %s", name);
+    struct ifreq interface;
+    memset(&interface, 0, sizeof interface);
+    memcpy(interface.ifr_name, name, IFNAMSIZ);
+    if (request->up &&
+        (ioctl(fd, SIOCGIFFLAGS, &interface) != 0 ||
+         (interface.ifr_flags = (short)(interface.ifr_flags | IFF_UP), ioctl(fd, SIOCSIFFLAGS, &interface) != 0)))
+        fail(index, STEP_SETSOCKOPT, errno, "cannot bring %s up", name);
+    if (request->has_address && family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&interface.ifr_addr;
+        in->sin_family = AF_INET;
+        memcpy(&in->sin_addr, request->address.bytes, 4);
+        if (ioctl(fd, SIOCSIFADDR, &interface) != 0)
+            fail(index, STEP_SETSOCKOPT, errno, "cannot give %s its address", name);
+        uint32_t mask = request->prefixlen == 0 ? 0 : ~0u << (32 - request->prefixlen);
+        in = (struct sockaddr_in *)&interface.ifr_netmask;
+        in->sin_family = AF_INET;
+        in->sin_addr.s_addr = htonl(mask);
+        if (ioctl(fd, SIOCSIFNETMASK, &interface) != 0)
+            fail(index, STEP_SETSOCKOPT, errno, "cannot give %s its netmask", name);
+    } else if (request->has_address) {
+        struct in6_ifreq address;
+        memset(&address, 0, sizeof address);
+        if (ioctl(fd, SIOCGIFINDEX, &interface) != 0)
+            fail(index, STEP_SETSOCKOPT, errno, "no interface %s", name);
+        address.ifr6_ifindex = interface.ifr_ifindex;
+        address.ifr6_prefixlen = request->prefixlen;
+        memcpy(&address.ifr6_addr, request->address.bytes, 16);
+        if (ioctl(fd, SIOCSIFADDR, &address) != 0)
+            fail(index, STEP_SETSOCKOPT, errno, "cannot give %s its address", name);
+    }
+    close(fd);
+}
+
+/*
+ * tun, tap: a new interface (IFF_TUN_EXCL: never another's existing one), owned by the caller,
+ * optionally with an address and up. The fd handed over is /dev/net/tun's, attached to it; the
+ * interface goes away when the caller closes it.
+ */
+static int open_tun(unsigned index, const struct socket_request *request,
+                    const struct caller *caller, int fd)
+{
+    struct ifreq interface;
+    memset(&interface, 0, sizeof interface);
+    interface.ifr_flags = (short)((request->kind == KIND_TUN ? IFF_TUN : IFF_TAP) |
+                                  (request->pi ? 0 : IFF_NO_PI) | IFF_TUN_EXCL);
+    if (request->options & OPTION_DEVICE)
+        memcpy(interface.ifr_name, request->device, strlen(request->device) + 1);
+    if (ioctl(fd, TUNSETIFF, &interface) != 0)
+        fail(index, STEP_BIND, errno, "cannot create interface %s",
+             interface.ifr_name[0] != '\0' ? interface.ifr_name : "(any)");
+    if (ioctl(fd, TUNSETOWNER, (unsigned long)caller->uid) != 0 ||
+        ioctl(fd, TUNSETGROUP, (unsigned long)caller->gid) != 0)
+        fail(index, STEP_SETSOCKOPT, errno, "cannot give %s to the caller", interface.ifr_name);
+    if (request->has_address || request->up)
+        configure_interface(index, interface.ifr_name, request);
+    return fd;
+}
+
+/*
+ * Step 6's first part: /dev/net/tun for each tun and tap request, opened before the switch to
+ * the caller, since the device may be mode 600 (a fixed path, no input from the caller in it).
+ */
+static void open_tun_devices(const struct request *request, int devices[])
+{
+    for (unsigned i = 0; i < request->count; i++) {
+        devices[i] = -1;
+        if (request->sockets[i].kind & KIND_DEVICE) {
+            devices[i] = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NOCTTY);
+            if (devices[i] < 0)
+                fail(i + 1, STEP_SOCKET, errno, "cannot open /dev/net/tun");
+        }
+    }
+}
+
+static int open_one(unsigned index, const struct socket_request *request,
+                    const struct caller *caller, int device)
+{
+    switch (request->kind) {
+    case KIND_RAW: return open_raw(index, request);
+    case KIND_PACKET: return open_packet(index, request);
+    case KIND_TUN: case KIND_TAP: return open_tun(index, request, caller, device);
+    default: return open_inet(index, request);
+    }
 }
 
 static void drop_for_good(const struct caller *caller, bool changed_ids)
@@ -1052,7 +1404,7 @@ int main(int argc, char *argv[])
     static struct policy policy;
     static struct caller caller;
     static char policy_path[PATH_MAX];
-    int fds[MAX_SOCKETS];
+    int fds[MAX_SOCKETS], devices[MAX_SOCKETS];
     reason why;
     unsigned bad;
 
@@ -1073,9 +1425,10 @@ int main(int argc, char *argv[])
     load_policy(&policy, policy_path, sizeof policy_path);
     check_policy(&policy, policy_path, &caller, &request);
 
+    open_tun_devices(&request, devices);
     become_caller(&caller, change_ids, sockets_need);
     for (unsigned i = 0; i < request.count; i++)
-        fds[i] = open_socket(i + 1, &request.sockets[i]);
+        fds[i] = open_one(i + 1, &request.sockets[i], &caller, devices[i]);
     drop_for_good(&caller, change_ids);
     send_sockets(fds, request.count);
     return 0;
