@@ -5,7 +5,7 @@ A tiny setuid helper opens the socket (a port below 1024...), drops its privileg
 passes the descriptor back; this process never runs as root. The plain API below needs no Twisted.
 """
 
-from ._api import DEFAULT_TIMEOUT, listen, listen_many
+from ._api import DEFAULT_TIMEOUT, listen, listen_many, open_packet, open_raw, open_tun
 from ._errors import (
     HelperFailedError,
     HelperNotFoundError,
@@ -16,13 +16,27 @@ from ._errors import (
     SocketError,
 )
 from ._locate import HelperCommand, find_helper
+from ._packet import ETH_P_ALL, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, PacketRequest
 from ._policy_check import PolicyDecision, policy_decisions
+from ._raw import RawRequest
 from ._request import SocketRequest
+from ._tun import TunDevice, TunRequest
 
 __all__ = [
     "listen",
     "listen_many",
+    "open_raw",
+    "open_packet",
+    "open_tun",
     "SocketRequest",
+    "RawRequest",
+    "PacketRequest",
+    "TunRequest",
+    "TunDevice",
+    "ETH_P_ALL",
+    "ETH_P_ARP",
+    "ETH_P_IP",
+    "ETH_P_IPV6",
     "find_helper",
     "policy_decisions",
     "PolicyDecision",

@@ -5,18 +5,25 @@ The plain, blocking API: privileged sockets for any Python program, no Twisted n
 from __future__ import annotations
 
 import socket
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._direct import can_open_directly, open_directly
 from ._errors import ProcketError, SocketError
+from ._kinds import AnyRequest
 from ._locate import Progname, find_helper
+from ._packet import Instruction, PacketRequest
 from ._protocol import MAX_SOCKETS
+from ._raw import RawRequest
 from ._request import IPAddressLike, SocketRequest
 from ._spawn import run_helper
+from ._tun import TunDevice, TunRequest
 
 __all__ = [
     "listen",
     "listen_many",
+    "open_raw",
+    "open_packet",
+    "open_tun",
     "DEFAULT_TIMEOUT",
     "check_batch",
     "check_timeout",
@@ -28,7 +35,13 @@ __all__ = [
 
 #: Seconds to wait for the helper. It answers in about a millisecond; sudo may take longer.
 DEFAULT_TIMEOUT = 5.0
-_DENIED = (1, 13)  # EPERM, EACCES: the direct attempt lacked privilege after all
+_DENIED = (1, 13)
+_KINDS = (
+    SocketRequest,
+    RawRequest,
+    PacketRequest,
+    TunRequest,
+)  # EPERM, EACCES: the direct attempt lacked privilege after all
 
 
 #: The longest timeout accepted: a day (poll() and the clocks have limits; no helper needs more).
@@ -53,17 +66,20 @@ def check_timeout(timeout: float) -> float:
     return float(timeout)
 
 
-def check_batch(requests: Iterable[SocketRequest], timeout: float) -> List[SocketRequest]:
+def check_batch(requests: Iterable[AnyRequest], timeout: float) -> List[AnyRequest]:
     """
-    REQUESTS as a list, checked (1 to 253 `SocketRequest` objects, a positive TIMEOUT).
+    REQUESTS as a list, checked (1 to 253 requests of any kind, a positive TIMEOUT).
 
-    @raise TypeError: for something that is not a SocketRequest.
+    @raise TypeError: for something that is not a request.
     @raise ValueError: for a count or timeout out of range.
     """
     wanted = list(requests)
     for request in wanted:
-        if not isinstance(request, SocketRequest):
-            raise TypeError(f"requests must be SocketRequest objects, not {type(request).__name__}")
+        if not isinstance(request, _KINDS):
+            raise TypeError(
+                "requests must be SocketRequest, RawRequest, PacketRequest or TunRequest objects, "
+                f"not {type(request).__name__}"
+            )
     if not 1 <= len(wanted) <= MAX_SOCKETS:
         raise ValueError(f"ask for 1 to {MAX_SOCKETS} sockets per call, not {len(wanted)}")
     check_timeout(timeout)
@@ -71,13 +87,13 @@ def check_batch(requests: Iterable[SocketRequest], timeout: float) -> List[Socke
 
 
 def open_what_needs_no_privilege(
-    wanted: List[SocketRequest], direct: bool
-) -> Tuple[Dict[int, socket.socket], List[int]]:
+    wanted: List[AnyRequest], direct: bool
+) -> Tuple[Dict[int, Any], List[int]]:
     """
     Open in this process the requests that need no privilege here (when DIRECT), and return them by
     position, with the positions left for the helper. Closes what it opened if it raises.
     """
-    opened: Dict[int, socket.socket] = {}
+    opened: Dict[int, Any] = {}
     privileged: List[int] = []
     try:
         for position, request in enumerate(wanted):
@@ -103,27 +119,30 @@ def renumber(error: ProcketError, privileged: List[int]) -> ProcketError:
     return error
 
 
-def close_sockets(sockets: Iterable[socket.socket]) -> None:
-    """Close every socket of SOCKETS."""
+def close_sockets(sockets: Iterable[Any]) -> None:
+    """Close every socket (or TUN device) of SOCKETS."""
     for sock in sockets:
         sock.close()
 
 
 def listen_many(
-    requests: Iterable[SocketRequest],
+    requests: Iterable[AnyRequest],
     *,
     progname: Progname = None,
     timeout: float = DEFAULT_TIMEOUT,
     direct: bool = True,
-) -> List[socket.socket]:
+) -> List[Any]:
     """
-    Open several sockets, with at most one helper run for all that need privilege.
+    Open several sockets (or TUN/TAP devices), with at most one helper run for all that need
+    privilege.
 
-    @param requests: what to open (`SocketRequest`), 1 to 253 of them.
+    @param requests: what to open, 1 to 253 of them: `SocketRequest` (TCP, UDP), `RawRequest`,
+        `PacketRequest`, `TunRequest`, in any mix.
     @param progname: the helper command (see `listen`).
     @param timeout: seconds to wait for the helper before killing it.
     @param direct: open in this process what needs no privilege here (see `listen`).
-    @return: the sockets, in the order of REQUESTS.
+    @return: the sockets (and `TunDevice` objects, for TUN/TAP requests), in the order of
+        REQUESTS.
     @raise ProcketError: on any failure; then no socket stays open and no helper is left running.
         ``error.index`` is the 1-based position in REQUESTS of the socket that failed (or 0).
     """
@@ -193,4 +212,80 @@ def listen(
     @raise HelperFailedError: the helper failed in another way (bad reply, crash).
     """
     request = SocketRequest(port, protocol, ip, backlog, v6only, **options)
-    return listen_many([request], progname=progname, timeout=timeout, direct=direct)[0]
+    sock: socket.socket = listen_many([request], progname=progname, timeout=timeout, direct=direct)[
+        0
+    ]
+    return sock
+
+
+def open_raw(
+    protocol: Union[int, str],
+    ip: IPAddressLike = None,
+    *,
+    family: Optional[str] = None,
+    header_included: bool = False,
+    progname: Progname = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    direct: bool = True,
+    **options: Any,
+) -> socket.socket:
+    """
+    A raw IP socket: ``open_raw("icmp")``, ``open_raw("icmpv6")``, ``open_raw(17, "127.0.0.1")``.
+
+    See `RawRequest` for the arguments and `listen` for progname, timeout, direct and the errors.
+    The policy must name ``kind=raw``.
+    """
+    request = RawRequest(protocol, ip, family, header_included, **options)
+    sock: socket.socket = listen_many([request], progname=progname, timeout=timeout, direct=direct)[
+        0
+    ]
+    return sock
+
+
+def open_packet(
+    ethertype: int,
+    interface: Optional[str] = None,
+    *,
+    cooked: bool = False,
+    promiscuous: bool = False,
+    filter: Optional[Sequence[Instruction]] = None,
+    progname: Progname = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    direct: bool = True,
+    **options: Any,
+) -> socket.socket:
+    """
+    A packet socket: ``open_packet(ETH_P_ARP, "eth0")``; frames come with their link-layer
+    address from ``recvfrom``.
+
+    See `PacketRequest` for the arguments and `listen` for the rest. The policy must name
+    ``kind=packet``.
+    """
+    request = PacketRequest(ethertype, interface, cooked, promiscuous, filter, **options)
+    sock: socket.socket = listen_many([request], progname=progname, timeout=timeout, direct=direct)[
+        0
+    ]
+    return sock
+
+
+def open_tun(
+    name: Optional[str] = None,
+    *,
+    mode: str = "tun",
+    address: Optional[str] = None,
+    up: bool = False,
+    packet_info: bool = False,
+    progname: Progname = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    direct: bool = True,
+) -> TunDevice:
+    """
+    A new TUN (or, with ``mode="tap"``, TAP) interface owned by this user:
+    ``open_tun(address="10.9.0.1/24", up=True)``. It goes away when the device is closed.
+
+    See `TunRequest` for the arguments and `listen` for the rest. The policy must name
+    ``kind=tun`` (or ``kind=tap``).
+    """
+    request = TunRequest(mode, name, address, up, packet_info)
+    device: TunDevice = listen_many([request], progname=progname, timeout=timeout, direct=direct)[0]
+    return device

@@ -10,8 +10,10 @@ priority up to 6).
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from ._diagnose import process_status_field
+from ._kinds import AnyRequest
 from ._options import CAP_NET_BIND_SERVICE, OPTIONS
 from ._reply import socket_error
 from ._request import SocketRequest
@@ -50,8 +52,10 @@ def has_bind_capability() -> bool:
     return has_capability(CAP_NET_BIND_SERVICE)
 
 
-def can_open_directly(request: SocketRequest) -> bool:
+def can_open_directly(request: AnyRequest) -> bool:
     """Whether REQUEST, its port and its options, needs no privilege this process lacks."""
+    if not isinstance(request, SocketRequest):
+        return all(has_capability(capability) for capability in request.capabilities())
     port = request.port
     if not (port == 0 or port >= unprivileged_port_start() or has_bind_capability()):
         return False
@@ -63,13 +67,15 @@ def can_open_directly(request: SocketRequest) -> bool:
     return True
 
 
-def open_directly(request: SocketRequest, index: int = 1) -> socket.socket:
+def open_directly(request: AnyRequest, index: int = 1) -> Any:
     """
-    Open REQUEST in this process, the way the helper would (SO_REUSEADDR on TCP, as Twisted's own
-    listenTCP does, then the requested options, then bind, then listen).
+    Open REQUEST in this process, the way the helper would (for TCP and UDP: SO_REUSEADDR on TCP,
+    as Twisted's own listenTCP does, then the requested options, then bind, then listen).
 
     @raise SocketError: naming the failed call, with the kernel's errno.
     """
+    if not isinstance(request, SocketRequest):
+        return request.open_here(index)
     step = "socket"
     try:
         protocol = socket.IPPROTO_TCP if request.protocol == "tcp" else socket.IPPROTO_UDP

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from ._api import DEFAULT_TIMEOUT
 from ._errors import ProcketError
 from ._interfaces import IDatagramServerEndpoint
+from ._kinds import AnyRequest
 from ._locate import Progname
 from ._reactor_client import acquireSockets
 from ._request import SocketRequest
@@ -234,7 +235,7 @@ def _adopted(reactor: Any, sock: socket.socket) -> Any:
 
 def acquireEndpoints(
     reactor: Any,
-    requests: List[SocketRequest],
+    requests: List[AnyRequest],
     *,
     progname: Progname = None,
     timeout: float = DEFAULT_TIMEOUT,

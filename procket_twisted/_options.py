@@ -64,7 +64,7 @@ class Option:
 
     def value(self, request: Any) -> Any:
         """What REQUEST asks for, or None when it does not ask for this option."""
-        value = getattr(request, self.attribute)
+        value = getattr(request, self.attribute, None)  # not every kind takes every option
         return None if value is None or (self.kind == "flag" and not value) else value
 
     def helper_value(self, value: Any) -> str:

@@ -10,10 +10,10 @@ from typing import Iterable, List, Optional
 
 from ._api import DEFAULT_TIMEOUT, check_batch
 from ._errors import HelperFailedError
+from ._kinds import AnyRequest
 from ._locate import Progname, find_helper
 from ._protocol import PROTOCOL_VERSION, close_fds, parse_answer
 from ._reply import sockets_from_reply
-from ._request import SocketRequest
 from ._spawn import exchange
 
 __all__ = ["PolicyDecision", "policy_decisions"]
@@ -78,7 +78,7 @@ def _parse(data: bytes, count: int) -> Optional[List[PolicyDecision]]:
 
 
 def policy_decisions(
-    requests: Iterable[SocketRequest],
+    requests: Iterable[AnyRequest],
     *,
     progname: Progname = None,
     timeout: float = DEFAULT_TIMEOUT,

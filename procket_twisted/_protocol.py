@@ -2,7 +2,7 @@
 The helper's wire protocol, both directions, with no I/O policy of its own.
 
 Request: the helper's argv after the program is ``v1`` and then one argument per socket
-(`SocketRequest.helper_argument`). Reply: one packet on the channel (the helper's stdin, a
+(each request's ``helper_argument()``). Reply: one packet on the channel (the helper's stdin, a
 ``SOCK_SEQPACKET`` socket pair), either ``ok N`` carrying N fds (SCM_RIGHTS) in request order, or
 ``error INDEX STEP ERRNO TEXT``. The helper's exit status is the number of its failing step, as
 listed in `HELPER_STEPS` (0 on success). Any other packet is diagnostic text written by something
@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
-from ._request import SocketRequest
+from ._kinds import AnyRequest
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -42,7 +42,7 @@ _PACKET_BYTES = 16384  # the largest reply: a check of 253 sockets and a long po
 _CONTROL_BYTES = socket.CMSG_SPACE(MAX_SOCKETS * array.array("i").itemsize)
 
 
-def helper_arguments(requests: Sequence[SocketRequest]) -> List[str]:
+def helper_arguments(requests: Sequence[AnyRequest]) -> List[str]:
     """The helper's arguments after its program name: the version, then one per socket."""
     if not 1 <= len(requests) <= MAX_SOCKETS:
         raise ValueError(f"ask for 1 to {MAX_SOCKETS} sockets per call, not {len(requests)}")

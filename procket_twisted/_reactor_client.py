@@ -31,10 +31,10 @@ from ._api import (
     renumber,
 )
 from ._errors import HelperTimeoutError, ProcketError
+from ._kinds import AnyRequest
 from ._locate import Progname, find_helper
 from ._protocol import Packet, close_fds, receive_packets
 from ._reply import sockets_from_reply
-from ._request import SocketRequest
 from ._spawn import helper_argv, spawn_error
 
 __all__ = ["acquireSockets"]
@@ -62,7 +62,7 @@ class _HelperProcess(ProcessProtocol):
 
 
 def _run_helper(
-    reactor: Any, command_progname: Progname, requests: List[SocketRequest], timeout: float
+    reactor: Any, command_progname: Progname, requests: List[AnyRequest], timeout: float
 ) -> defer.Deferred[List[socket.socket]]:
     command = find_helper(command_progname)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -126,7 +126,7 @@ def _run_helper(
 
 def acquireSockets(
     reactor: Any,
-    requests: Iterable[SocketRequest],
+    requests: Iterable[AnyRequest],
     *,
     progname: Progname = None,
     timeout: float = DEFAULT_TIMEOUT,

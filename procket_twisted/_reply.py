@@ -8,8 +8,7 @@ from __future__ import annotations
 import errno as errnos
 import os
 import signal
-import socket
-from typing import List, Sequence, Type
+from typing import Any, List, Optional, Protocol, Sequence, Type
 
 from ._diagnose import privilege_problems
 from ._errors import (
@@ -20,9 +19,9 @@ from ._errors import (
     ProcketError,
     SocketError,
 )
+from ._kinds import AnyRequest
 from ._locate import HelperCommand
 from ._protocol import Answer, Packet, close_fds, parse_answer
-from ._request import SocketRequest
 from ._validate import sockets_from_fds
 
 __all__ = ["sockets_from_reply", "socket_error", "POLICY_HINT"]
@@ -35,26 +34,45 @@ _SOCKET_STEPS = ("socket", "setsockopt", "bind", "listen")
 _MAX_DIAGNOSTICS = 600
 
 
-def socket_error(
-    step: str, code: int, request: SocketRequest, index: int, detail: str = ""
-) -> SocketError:
-    """The error for a failed socket call: what failed, the kernel's reason, and a hint."""
-    hints = {
-        "EADDRINUSE": f"something already uses {request.protocol} port {request.port} there "
-        f"(ss -lnp 'sport = :{request.port}' shows what); stop it or choose another port",
-        "EADDRNOTAVAIL": f"{request.ip} is not an address of this machine (ip address shows them)",
+class Described(Protocol):
+    """What every kind of request has: a description for messages."""
+
+    def describe(self) -> str: ...
+
+
+def _hint(name: str, request: Any) -> Optional[str]:
+    port = getattr(request, "port", None)
+    if name == "EADDRINUSE" and port is not None:
+        return (
+            f"something already uses {request.protocol} port {port} there "
+            f"(ss -lnp 'sport = :{port}' shows what); stop it or choose another port"
+        )
+    if name == "EADDRNOTAVAIL":
+        return f"{getattr(request, 'ip', 'the address')} is not an address of this machine (ip address shows them)"
+    if name in ("ENODEV", "ENXIO"):
+        return "there is no such interface here (ip link shows them)"
+    if name == "EBUSY":
+        return "an interface of that name exists already: choose another name, or none"
+    return {
         "EAFNOSUPPORT": "this kernel or network namespace has no such address family",
         "EMFILE": "the process is out of file descriptors (ulimit -n)",
-    }
+    }.get(name)
+
+
+def socket_error(
+    step: str, code: int, request: Described, index: int, detail: str = ""
+) -> SocketError:
+    """The error for a failed socket call: what failed, the kernel's reason, and a hint."""
     name = errnos.errorcode.get(code, "")
+    hint = _hint(name, request)
     message = f"cannot {step} {request.describe()}: {os.strerror(code)}"
-    if name in hints:
-        message += f"; {hints[name]}"
+    if hint is not None:
+        message += f"; {hint}"
     return SocketError(message, errno=code, step=step, index=index, detail=detail)
 
 
 def _answer_error(
-    answer: Answer, requests: Sequence[SocketRequest], command: HelperCommand
+    answer: Answer, requests: Sequence[AnyRequest], command: HelperCommand
 ) -> ProcketError:
     # Name the socket by what it is, not by its number: the caller may have sent the helper only
     # some of its sockets (the others were opened directly), so the numbers would mislead.
@@ -124,11 +142,11 @@ def _exit_error(exit_code: int, diagnostics: str, command: HelperCommand) -> Pro
 
 
 def sockets_from_reply(
-    requests: Sequence[SocketRequest],
+    requests: Sequence[AnyRequest],
     command: HelperCommand,
     packets: Sequence[Packet],
     exit_code: int,
-) -> List[socket.socket]:
+) -> List[Any]:
     """
     The sockets the helper sent, checked against REQUESTS, given every packet it sent and its exit
     code (``os.waitstatus_to_exitcode``). Every received fd is closed when an error is raised.

@@ -12,7 +12,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from ._options import OPTIONS
 
@@ -76,6 +76,64 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     return value
 
 
+def check_interface_name(name: object, what: str) -> str:
+    """NAME, checked as a Linux interface name (1 to 15 letters, digits and . _ - :)."""
+    if not isinstance(name, str) or not _DEVICE_NAME.fullmatch(name):
+        raise ValueError(
+            f"{what} must be an interface name of 1 to 15 letters, digits and . _ - :, not {name!r}"
+        )
+    return name
+
+
+def check_flag(name: str, value: object) -> bool:
+    """VALUE, checked as True or False."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False")
+    return value
+
+
+def check_options(request: object) -> None:
+    """
+    The socket options REQUEST carries (the attributes `OPTIONS` names that it has), checked.
+
+    @raise TypeError, ValueError: naming the bad option.
+    """
+    for name in ("reuseport", "freebind", "transparent"):
+        if hasattr(request, name):
+            check_flag(name, getattr(request, name))
+    device = getattr(request, "bind_to_device", None)
+    if device is not None:
+        check_interface_name(device, "bind_to_device")
+    for name, high in _NUMBER_LIMITS.items():
+        if getattr(request, name, None) is not None:
+            _check_int(name, getattr(request, name), 1 if "buffer" in name else 0, high)
+
+
+def requested_options(request: object) -> Dict[str, object]:
+    """The socket options REQUEST asks for, by their policy name (``{"mark": 42, ...}``)."""
+    wanted = {}
+    for option in OPTIONS:
+        value = option.value(request)
+        if value is not None:
+            wanted[option.name] = value
+    return wanted
+
+
+def option_arguments(request: object) -> List[str]:
+    """The helper's ``name=value`` parts for the options REQUEST asks for."""
+    return [
+        f"{option.name}={option.helper_value(value)}"
+        for option in OPTIONS
+        if (value := option.value(request)) is not None
+    ]
+
+
+def describe_options(request: object) -> str:
+    """`` (mark=42, ...)`` for the options REQUEST asks for, or ``""``."""
+    options = ", ".join(f"{name}={value}" for name, value in requested_options(request).items())
+    return f" ({options})" if options else ""
+
+
 @dataclass(frozen=True)
 class SocketRequest:
     """
@@ -137,32 +195,11 @@ class SocketRequest:
                 raise TypeError("v6only must be True, False or None")
             if address.version != 6:
                 raise ValueError("v6only applies to IPv6 addresses only")
-        self._check_options()
-
-    def _check_options(self) -> None:
-        for name in ("reuseport", "freebind", "transparent"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False")
-        device = self.bind_to_device
-        if device is not None and (
-            not isinstance(device, str) or not _DEVICE_NAME.fullmatch(device)
-        ):
-            raise ValueError(
-                f"bind_to_device must be an interface name of 1 to 15 letters, digits and . _ - :"
-                f", not {device!r}"
-            )
-        for name, high in _NUMBER_LIMITS.items():
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1 if "buffer" in name else 0, high)
+        check_options(self)
 
     def options(self) -> Dict[str, object]:
         """The socket options asked for, by their policy name (``{"mark": 42, ...}``)."""
-        wanted = {}
-        for option in OPTIONS:
-            value = option.value(self)
-            if value is not None:
-                wanted[option.name] = value
-        return wanted
+        return requested_options(self)
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -189,13 +226,9 @@ class SocketRequest:
         ]
         if self.protocol == "tcp":
             parts.append(f"backlog={self.effective_backlog}")
-        for option in OPTIONS:
-            value = option.value(self)
-            if value is not None:
-                parts.append(f"{option.name}={option.helper_value(value)}")
+        parts.extend(option_arguments(self))
         return ",".join(parts)
 
     def describe(self) -> str:
         """A short human description, for messages: ``tcp 127.0.0.1 port 80 (mark=42)``."""
-        options = ", ".join(f"{name}={value}" for name, value in self.options().items())
-        return f"{self.protocol} {self.ip} port {self.port}" + (f" ({options})" if options else "")
+        return f"{self.protocol} {self.ip} port {self.port}" + describe_options(self)

@@ -16,7 +16,7 @@ import socket
 import stat
 import threading
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from ._errors import (
     HelperFailedError,
@@ -25,15 +25,15 @@ from ._errors import (
     PolicyDeniedError,
     ProcketError,
 )
+from ._kinds import AnyRequest
 from ._locate import INSTALL_HINT, HelperCommand
 from ._protocol import Packet, close_fds, helper_arguments, receive_packets
 from ._reply import sockets_from_reply
-from ._request import SocketRequest
 
 __all__ = ["run_helper", "exchange", "spawn_error", "helper_argv"]
 
 
-def helper_argv(command: HelperCommand, requests: Sequence[SocketRequest]) -> List[str]:
+def helper_argv(command: HelperCommand, requests: Sequence[AnyRequest]) -> List[str]:
     """The whole argv of one helper run for REQUESTS."""
     return list(command.argv) + helper_arguments(requests)
 
@@ -166,9 +166,7 @@ def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet
         os.close(pidfd)
 
 
-def run_helper(
-    command: HelperCommand, requests: Sequence[SocketRequest], timeout: float
-) -> List[socket.socket]:
+def run_helper(command: HelperCommand, requests: Sequence[AnyRequest], timeout: float) -> List[Any]:
     """
     Run the helper once for REQUESTS and return their sockets, in order.
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from ._errors import HelperFailedError
+from ._kinds import AnyRequest
 from ._options import OPTIONS
 from ._protocol import close_fds
 from ._request import SocketRequest
@@ -21,8 +22,14 @@ __all__ = ["sockets_from_fds", "mismatch"]
 _PROTOCOL_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 
 
-def mismatch(sock: socket.socket, request: SocketRequest) -> Optional[str]:
-    """How SOCK differs from REQUEST, or None when it is what was asked for."""
+def mismatch(handle: Any, request: AnyRequest) -> Optional[str]:
+    """How HANDLE (a socket, or a TUN device) differs from REQUEST, or None when it is right."""
+    if not isinstance(request, SocketRequest):
+        return request.check(handle)
+    return _inet_mismatch(handle, request)
+
+
+def _inet_mismatch(sock: socket.socket, request: SocketRequest) -> Optional[str]:
     if sock.family != request.family:
         return f"family {sock.family.name}, not {request.family.name}"
     if sock.type != request.type:
@@ -43,7 +50,7 @@ def mismatch(sock: socket.socket, request: SocketRequest) -> Optional[str]:
     return None
 
 
-def sockets_from_fds(fds: Sequence[int], requests: Sequence[SocketRequest]) -> List[socket.socket]:
+def sockets_from_fds(fds: Sequence[int], requests: Sequence[AnyRequest]) -> List[Any]:
     """
     Wrap each fd of FDS (ours to close) in a socket after checking it against its request.
 
@@ -55,11 +62,15 @@ def sockets_from_fds(fds: Sequence[int], requests: Sequence[SocketRequest]) -> L
         raise HelperFailedError(
             f"the helper sent {len(fds)} fds for {len(requests)} sockets", step="validate"
         )
-    sockets: List[socket.socket] = []
+    sockets: List[Any] = []
     try:
         for index, (fd, request) in enumerate(zip(fds, requests), 1):
             try:
-                sock = socket.socket(fileno=fd)
+                sock = (
+                    socket.socket(fileno=fd)
+                    if isinstance(request, SocketRequest)
+                    else request.wrap(fd)
+                )
             except OSError as error:
                 raise HelperFailedError(
                     f"fd {index} from the helper is not a socket: {error.strerror}",

@@ -1,0 +1,204 @@
+"""
+Packet sockets (AF_PACKET): link-layer frames of one ethertype, on one interface or all, raw
+(with the link-layer header) or cooked, optionally promiscuous and with a classic BPF filter that
+the helper attaches and locks before any frame arrives. They need CAP_NET_RAW, and a policy rule
+that names ``kind=packet``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+from dataclasses import dataclass
+from typing import FrozenSet, Optional, Sequence, Tuple
+
+from ._options import CAP_NET_RAW, OPTIONS
+from ._reply import socket_error
+from ._request import (
+    _check_int,
+    check_flag,
+    check_interface_name,
+    check_options,
+    describe_options,
+    option_arguments,
+)
+
+__all__ = ["PacketRequest", "ETH_P_ALL", "ETH_P_IP", "ETH_P_ARP", "ETH_P_IPV6", "MAX_FILTER"]
+
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+MAX_FILTER = 64  # instructions: what the helper takes
+_SOL_PACKET = 263
+_PACKET_ADD_MEMBERSHIP = 1
+_PACKET_MR_PROMISC = 1
+_SO_ATTACH_FILTER = 26
+_SO_LOCK_FILTER = 44
+
+#: A classic BPF instruction, as ``tcpdump -dd`` prints them: (code, jt, jf, k).
+Instruction = Tuple[int, int, int, int]
+
+
+def _check_filter(program: Sequence[Instruction]) -> Tuple[Instruction, ...]:
+    instructions = tuple(tuple(instruction) for instruction in program)
+    if not 1 <= len(instructions) <= MAX_FILTER:
+        raise ValueError(
+            f"filter must have 1 to {MAX_FILTER} instructions, not {len(instructions)}"
+        )
+    for instruction in instructions:
+        if len(instruction) != 4:
+            raise ValueError(f"a filter instruction is (code, jt, jf, k), not {instruction!r}")
+        code, jt, jf, k = instruction
+        _check_int("filter code", code, 0, 0xFFFF)
+        _check_int("filter jt", jt, 0, 0xFF)
+        _check_int("filter jf", jf, 0, 0xFF)
+        _check_int("filter k", k, 0, 0xFFFFFFFF)
+    return instructions  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PacketRequest:
+    """
+    One packet socket.
+
+    @param ethertype: the frames it receives: 0 to 65535, such as ``ETH_P_ARP`` (0x0806),
+        ``ETH_P_IP`` (0x0800) or ``ETH_P_ALL`` (every frame).
+    @param interface: the interface to bind to, or None for every interface.
+    @param cooked: SOCK_DGRAM: frames without their link-layer header (its fields come with
+        each frame's address instead).
+    @param promiscuous: put INTERFACE in promiscuous mode while the socket is open.
+    @param filter: a classic BPF program as ``tcpdump -dd`` prints it, a sequence of (code, jt,
+        jf, k); attached and locked by the helper before any frame arrives.
+    @param mark, priority, force_receive_buffer, force_send_buffer: socket options, as for
+        `SocketRequest`.
+    @raise TypeError, ValueError: naming the bad value.
+    """
+
+    ethertype: int
+    interface: Optional[str] = None
+    cooked: bool = False
+    promiscuous: bool = False
+    filter: Optional[Sequence[Instruction]] = None
+    mark: Optional[int] = None
+    priority: Optional[int] = None
+    force_receive_buffer: Optional[int] = None
+    force_send_buffer: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _check_int("ethertype", self.ethertype, 0, 0xFFFF)
+        if self.interface is not None:
+            check_interface_name(self.interface, "interface")
+        check_flag("cooked", self.cooked)
+        if check_flag("promiscuous", self.promiscuous) and self.interface is None:
+            raise ValueError("promiscuous needs an interface")
+        if self.filter is not None:
+            object.__setattr__(self, "filter", _check_filter(self.filter))
+        check_options(self)
+
+    def helper_argument(self) -> str:
+        """The helper's text for this socket."""
+        parts = ["kind=packet", f"ethertype=0x{self.ethertype:x}"]
+        if self.interface is not None:
+            parts.append(f"device={self.interface}")
+        if self.cooked:
+            parts.append("cooked=1")
+        if self.promiscuous:
+            parts.append("promisc=1")
+        if self.filter:
+            hex_program = "".join(
+                f"{code:04x}{jt:02x}{jf:02x}{k:08x}" for code, jt, jf, k in self.filter
+            )
+            parts.append(f"filter={hex_program}")
+        return ",".join(parts + option_arguments(self))
+
+    def describe(self) -> str:
+        """``packet 0x806 on lo (promiscuous)`` and its options, for messages."""
+        where = f" on {self.interface}" if self.interface else " on every interface"
+        extra = [
+            word
+            for word, on in (
+                ("cooked", self.cooked),
+                ("promiscuous", self.promiscuous),
+                ("filtered", bool(self.filter)),
+            )
+            if on
+        ]
+        return (
+            f"packet 0x{self.ethertype:04x}{where}"
+            + (f" ({', '.join(extra)})" if extra else "")
+            + describe_options(self)
+        )
+
+    def capabilities(self) -> FrozenSet[int]:
+        """The capabilities opening it needs."""
+        needed = {CAP_NET_RAW}
+        for option in OPTIONS:
+            value = option.value(self)
+            if value is not None and option.capability_for(value) is not None:
+                needed.add(option.capability_for(value))  # type: ignore[arg-type]
+        return frozenset(needed)
+
+    def open_here(self, index: int) -> socket.socket:
+        """Open it in this process (which holds the capabilities), as the helper would."""
+        step = "socket"
+        kind = socket.SOCK_DGRAM if self.cooked else socket.SOCK_RAW
+        try:
+            sock = socket.socket(socket.AF_PACKET, kind, 0)
+        except OSError as error:
+            raise socket_error(step, error.errno or 0, self, index) from None
+        try:
+            step = "setsockopt"
+            if self.filter:
+                program = b"".join(struct.pack("HBBI", *instruction) for instruction in self.filter)
+                buffer = _FilterBuffer(program)
+                sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, buffer.fprog())
+                sock.setsockopt(socket.SOL_SOCKET, _SO_LOCK_FILTER, 1)
+            for option in OPTIONS:
+                value = option.value(self)
+                if value is not None:
+                    option.set(sock, value)
+            step = "bind"
+            sock.bind((self.interface or "", self.ethertype))
+            if self.promiscuous:
+                step = "setsockopt"
+                index_of = socket.if_nametoindex(str(self.interface))
+                membership = struct.pack("iHH8s", index_of, _PACKET_MR_PROMISC, 0, b"")
+                sock.setsockopt(_SOL_PACKET, _PACKET_ADD_MEMBERSHIP, membership)
+        except OSError as error:
+            sock.close()
+            raise socket_error(step, error.errno or 0, self, index) from None
+        return sock
+
+    def check(self, sock: socket.socket) -> Optional[str]:
+        """How SOCK differs from this request, or None."""
+        kind = socket.SOCK_DGRAM if self.cooked else socket.SOCK_RAW
+        if sock.family != socket.AF_PACKET or sock.type != kind:
+            return f"a {sock.family.name} {sock.type.name} socket, not a packet one"
+        name, ethertype = sock.getsockname()[:2]
+        if ethertype != self.ethertype:
+            return f"bound to ethertype 0x{ethertype:x}, not 0x{self.ethertype:x}"
+        if self.interface is not None and name != self.interface:
+            return f"bound to interface {name!r}, not {self.interface!r}"
+        for option in OPTIONS:
+            value = option.value(self)
+            if value is not None and not option.matches(sock, value):
+                return f"option {option.name} is not {value}"
+        return None
+
+    def wrap(self, fd: int) -> socket.socket:
+        """The socket object for a received fd (ours)."""
+        return socket.socket(fileno=fd)
+
+
+class _FilterBuffer:
+    """A sock_fprog for setsockopt: the program must stay alive while the kernel copies it."""
+
+    def __init__(self, program: bytes) -> None:
+        self._program = ctypes.create_string_buffer(program, len(program))
+        self._length = len(program) // 8
+        self._address = ctypes.addressof(self._program)
+
+    def fprog(self) -> bytes:
+        return struct.pack("HL", self._length, self._address)
