@@ -51,12 +51,13 @@ DEFAULT_POLICY = """\
 # One rule per line: "allow" or "deny", then conditions key=value[,value...], all of which must
 # hold. The first rule that matches a socket decides; a socket that no rule matches is denied.
 #   user=UID,...       the caller's uid          group=GID,...   the caller's gid or groups
-#   kind=tcp,udp       what is opened            family=inet,inet6
+#   kind=tcp,udp,raw,packet,tun,tap   what is opened (a rule without kind= is about tcp,udp only)
+#   family=inet,inet6  proto=N (raw)             ethertype=0x806 (packet)
 #   port=N,N-M,...     the local port            addr=IP,IP/BITS,...  the local address
 #   device=IF,...      the interface it is bound to (with options=device)
 #   options=NAME,...   an allow rule grants these socket options (without options=, only
 #                      v6only, reuseport and freebind); a deny rule refuses them. The others:
-#                      transparent, device, mark, priority, rcvbuf, sndbuf (privileged).
+#                      transparent, device, mark, priority, rcvbuf, sndbuf, hdrincl, promisc.
 # Ids are numbers, because the helper looks up no names while privileged: id -u NAME and
 # getent group NAME give them. This file must stay owned by root and not writable by group or
 # others, or the helper allows nothing. A syntax error also allows nothing. See docs/policy.md.
@@ -65,6 +66,7 @@ DEFAULT_POLICY = """\
 #   allow group=33 kind=tcp port=80,443     # group 33 (www-data) may have the web ports
 #   deny kind=tcp port=1-79                 # nobody gets the ports below 80 (before the allow)
 #   allow user=1000 options=mark,device device=eth0   # uid 1000 may mark and bind to eth0
+#   allow group=4002 kind=raw proto=1,58             # group 4002 may ping (ICMP, ICMPv6)
 allow kind=tcp,udp
 """
 

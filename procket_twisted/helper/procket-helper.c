@@ -777,9 +777,13 @@ static bool rule_matches(const struct rule *rule, const struct caller *caller,
         found = (socket->options & OPTION_DEVICE) && strcmp(socket->device, rule->devices[i]) == 0;
     if (!found)
         return false;
+    /* A packet socket's interface and a new tun or tap's name are part of what is asked for
+       (device= decides them), not the SO_BINDTODEVICE option an allow rule must grant. */
+    unsigned intrinsic = socket->kind & (KIND_PACKET | KIND_DEVICE) ? (unsigned)OPTION_DEVICE : 0u;
+    unsigned options = socket->options & ~intrinsic;
     if (rule->allow)      /* it grants its options=, or those any process may set itself */
-        return (socket->options & ~(rule->has_options ? rule->options : UNPRIVILEGED_OPTIONS)) == 0;
-    return !rule->has_options || (socket->options & rule->options) != 0;
+        return (options & ~(rule->has_options ? rule->options : UNPRIVILEGED_OPTIONS)) == 0;
+    return !rule->has_options || (options & rule->options) != 0;
 }
 
 /* The first matching rule decides; no match denies. Returns the deciding rule or NULL. */
