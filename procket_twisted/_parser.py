@@ -1,6 +1,7 @@
 """
 Endpoint strings: ``procket:tcp:80``, ``procket:tcp6:443:interface=\\:\\:1``,
-``procket:ssl:443:privateKey=key.pem:certKey=cert.pem``, and for datagrams ``procket:udp:53``.
+``procket:ssl:443:privateKey=key.pem:certKey=cert.pem``, and for datagrams ``procket:udp:53`` and
+raw IP sockets ``procket:raw:icmp``, ``procket:raw6:icmpv6``.
 
 The stream forms work wherever Twisted takes a server endpoint string (``serverFromString``,
 ``twistd web --listen``), through the plugin in ``twisted/plugins/``. The keywords and their order
@@ -33,6 +34,9 @@ from ._endpoints import (
     ProcketServerEndpoint,
     TLSServerEndpoint,
 )
+from ._interfaces import IDatagramServerEndpoint
+from ._raw import PROTOCOL_NUMBERS
+from ._raw_twisted import RAW_MAX_PACKET_SIZE, RawEndpoint
 from ._request import SocketRequest
 
 __all__ = [
@@ -49,6 +53,7 @@ _TLS_ARGUMENTS = (
     "extraCertChain", "dhParameters",
 )  # fmt: skip
 _DATAGRAM_ARGUMENTS = ("port", "interface", "maxPacketSize")
+_RAW_ARGUMENTS = ("protocol", "interface", "maxPacketSize")
 _HELPER_KEYWORDS = ("progname", "timeout")
 #: Socket option keywords (camelCase, as Twisted's keywords are) and their SocketRequest names.
 _OPTION_KEYWORDS = {
@@ -70,6 +75,10 @@ _OPTION_NUMBERS = {
 }
 _YES, _NO = ("yes", "true", "1"), ("no", "false", "0")
 _KEYWORDS_EVERYWHERE = _HELPER_KEYWORDS + tuple(_OPTION_KEYWORDS)
+#: The socket option keywords a raw socket takes, and its own.
+_RAW_KEYWORDS = _HELPER_KEYWORDS + (
+    "bindToDevice", "mark", "priority", "forceReceiveBuffer", "forceSendBuffer", "headerIncluded",
+)  # fmt: skip
 _USAGE = (
     "use procket:tcp:PORT, procket:tcp6:PORT or procket:ssl:PORT:privateKey=KEY:certKey=CERT "
     "(and procket:udp:PORT with datagramEndpointFromString)"
@@ -82,16 +91,17 @@ def _bind(
     args: Sequence[str],
     kwargs: Dict[str, str],
     keywords: Sequence[str] = _KEYWORDS_EVERYWHERE,
+    example: str = "",
 ) -> Dict[str, str]:
     """
-    Positional ARGS and keyword KWARGS as one mapping, in Twisted's order for NAMES; KEYWORDS
-    may be given by name only.
+    Positional ARGS and keyword KWARGS as one mapping, in Twisted's order for NAMES (the first is
+    required: EXAMPLE is a value for it); KEYWORDS may be given by name only.
     """
     if "" in args[1:] or kwargs.get("interface") == "":
         # What Twisted makes of interface=::1: the colons split it into empty values.
         raise ValueError(
             f"{where}: an IPv6 interface needs its colons escaped with backslashes, as in "
-            f"{where}:443:interface=\\:\\:1 (in a shell, quote it)"
+            f"{where}:{example or 443}:interface=\\:\\:1 (in a shell, quote it)"
         )
     if len(args) > len(names):
         extra = ":".join(args[len(names) :])
@@ -104,8 +114,8 @@ def _bind(
         if key in values:
             raise ValueError(f"{where}: {key} is given twice")
         values[key] = value
-    if "port" not in values:
-        raise ValueError(f"{where}: no port given, as in {where}:80")
+    if names[0] not in values:
+        raise ValueError(f"{where}: no {names[0]} given, as in {where}:{example or 80}")
     return values
 
 
@@ -142,11 +152,15 @@ def _socket_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
             options[attribute] = _number(where, keyword, text, 0, _OPTION_NUMBERS[keyword])
         elif keyword == "bindToDevice":
             options[attribute] = text
-        elif text.lower() in _YES + _NO:
-            options[attribute] = text.lower() in _YES
         else:
-            raise ValueError(f"{where}: {keyword} {text!r} is not yes or no")
+            options[attribute] = _flag(where, keyword, text)
     return options
+
+
+def _flag(where: str, keyword: str, text: str) -> bool:
+    if text.lower() not in _YES + _NO:
+        raise ValueError(f"{where}: {keyword} {text!r} is not yes or no")
+    return text.lower() in _YES
 
 
 def _interface(where: str, values: Dict[str, str], ipv6: bool) -> str:
@@ -226,6 +240,40 @@ def _datagram_endpoint(
     )
 
 
+def _raw_endpoint(
+    reactor: Any, kind: str, args: Sequence[str], kwargs: Dict[str, str]
+) -> RawEndpoint:
+    where = f"{PREFIX}:{kind}"
+    values = _bind(where, _RAW_ARGUMENTS, args, kwargs, _RAW_KEYWORDS, "icmp")
+    name = values["protocol"]
+    number = PROTOCOL_NUMBERS.get(name)
+    if number is None:
+        if not (name.isascii() and name.isdigit()):
+            raise ValueError(
+                f"{where}: protocol {name!r} is not a number from 1 to 255 or one of "
+                f"{', '.join(PROTOCOL_NUMBERS)}"
+            )
+        number = _number(where, "protocol", name, 1, 255)
+    interface = _interface(where, values, kind == "raw6") if "interface" in values else None
+    # raw6 is IPv6; for raw, as for tcp, an IPv6 interface (or ICMPv6) makes it IPv6.
+    ipv6 = kind == "raw6" or ":" in (interface or "") or (interface is None and number == 58)
+    if number == (1 if ipv6 else 58):
+        raise ValueError(
+            f"{where}: protocol {name} over {'IPv6' if ipv6 else 'IPv4'}: ICMP is IPv4's "
+            "(procket:raw:icmp), ICMPv6 is IPv6's (procket:raw6:icmpv6)"
+        )
+    size = values.get("maxPacketSize", str(RAW_MAX_PACKET_SIZE))
+    maxPacketSize = _number(where, "maxPacketSize", size, 1, RAW_MAX_PACKET_SIZE)
+    headerIncluded = _flag(where, "headerIncluded", values.get("headerIncluded", "no"))
+    options = {**_helper_options(where, values), **_socket_options(where, values)}
+    options["family"] = "inet6" if ipv6 else "inet"
+    options["headerIncluded"] = headerIncluded
+    endpoint: RawEndpoint = _checked(
+        where, lambda: RawEndpoint(reactor, number, interface, maxPacketSize, **options)
+    )
+    return endpoint
+
+
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class ProcketServerParser:
     """The ``procket:`` prefix for Twisted's server endpoint strings."""
@@ -248,7 +296,7 @@ class ProcketServerParser:
             return _stream_endpoint(reactor, protocol, rest, options)  # type: ignore[no-any-return]
         if protocol == "ssl":
             return _tls_endpoint(reactor, rest, options)  # type: ignore[no-any-return]
-        if protocol in ("udp", "udp6"):
+        if protocol in ("udp", "udp6", "raw", "raw6"):
             raise ValueError(
                 f"{PREFIX}:{protocol} is a datagram endpoint, and Twisted's stream endpoint "
                 "strings (serverFromString, twistd --listen) cannot carry one: use "
@@ -298,18 +346,24 @@ def splitDescription(description: str) -> Tuple[List[str], Dict[str, str]]:
     return args, kwargs
 
 
-def datagramEndpointFromString(reactor: Any, description: str) -> ProcketDatagramServerEndpoint:
+def datagramEndpointFromString(reactor: Any, description: str) -> IDatagramServerEndpoint:
     """
     The datagram endpoint for ``procket:udp:PORT[:interface=ADDR][:maxPacketSize=N]`` or
-    ``procket:udp6:...`` (plus ``progname`` and ``timeout``).
+    ``procket:udp6:...`` (plus ``progname``, ``timeout`` and the socket options), or the
+    `RawEndpoint` for ``procket:raw:PROTOCOL[:interface=ADDR][:maxPacketSize=N]
+    [:headerIncluded=yes]`` or ``procket:raw6:PROTOCOL...`` (PROTOCOL: ``icmp``, ``icmpv6``...
+    or a number; the options ``bindToDevice``, ``mark``, ``priority``, ``forceReceiveBuffer``,
+    ``forceSendBuffer``).
 
     @raise ValueError: naming the bad part of a malformed description.
     """
     args, kwargs = splitDescription(description)
+    if len(args) >= 2 and args[0] == PREFIX and args[1] in ("raw", "raw6"):
+        return _raw_endpoint(reactor, args[1], args[2:], kwargs)
     if len(args) < 2 or args[0] != PREFIX or args[1] not in ("udp", "udp6"):
         raise ValueError(
-            f"{description!r} is not a procket datagram endpoint: use procket:udp:PORT or "
-            "procket:udp6:PORT"
+            f"{description!r} is not a procket datagram endpoint: use procket:udp:PORT, "
+            "procket:udp6:PORT, procket:raw:PROTOCOL or procket:raw6:PROTOCOL"
         )
     return _datagram_endpoint(reactor, args[1], args[2:], kwargs)  # type: ignore[no-any-return]
 

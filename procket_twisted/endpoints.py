@@ -4,6 +4,7 @@ procket for Twisted: endpoints whose sockets come from the privileged helper.
     serverFromString(reactor, "procket:tcp:80")          # through the plugin, anywhere
     twistd -n web --listen procket:tcp:80 --path DIR      # as an ordinary user
     datagramService("procket:udp:53", protocol)           # in a .tac file
+    datagramEndpointFromString(reactor, "procket:raw:icmp")   # a raw ICMP socket (RawEndpoint)
 
 Importing this module never imports the reactor.
 """
@@ -18,6 +19,7 @@ from ._endpoints import (
 )
 from ._interfaces import IDatagramServerEndpoint
 from ._parser import ProcketServerParser, datagramEndpointFromString, splitDescription
+from ._raw_twisted import RawAddress, RawEndpoint, RawPort, adoptRawSocket
 from ._reactor_client import acquireSockets
 from ._service import DatagramServerEndpointService, datagramService
 
@@ -35,4 +37,8 @@ __all__ = [
     "acquireSockets",
     "acquireEndpoints",
     "adoptSocket",
+    "RawEndpoint",
+    "RawPort",
+    "RawAddress",
+    "adoptRawSocket",
 ]

@@ -25,6 +25,7 @@ from zope.interface.verify import verifyObject
 import procket_twisted._endpoints
 import procket_twisted._interfaces
 import procket_twisted._parser
+import procket_twisted._raw_twisted
 import procket_twisted._reactor_client
 import procket_twisted._service
 import procket_twisted.endpoints
@@ -610,6 +611,7 @@ class PluginTests(SynchronousTestCase):
         sources = (
             procket_twisted._endpoints,
             procket_twisted._parser,
+            procket_twisted._raw_twisted,
             procket_twisted._interfaces,
             procket_twisted._reactor_client,
             procket_twisted._service,
