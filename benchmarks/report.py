@@ -41,7 +41,10 @@ SCENARIOS = {
     "sequential": "100 endpoint listens, one after another",
     "concurrent": "100 endpoint listens started at once",
     "batch": "acquireEndpoints of 100 (one helper run)",
+    "native": "100 listenTCP in one turn, no helper (context)",
 }
+#: The scenarios of (c) that are only context, without a target.
+CONTEXT_SCENARIOS = ("idle", "native")
 RSS_TOLERANCE_KIB = 1024
 STALL_LIMIT_MS = 2.0
 
@@ -83,6 +86,8 @@ def judge(results: Dict[str, Any]) -> List[Target]:
         add("b", "64 sockets / 1 socket, one helper run", ratio, "<= 2.0", ratio <= 2.0)
     if "c" in results:
         for name, row in results["c"]["scenarios"].items():
+            if name in CONTEXT_SCENARIOS:
+                continue
             worst = row["worst_ms"]
             add(
                 "c",
@@ -180,7 +185,7 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
             row = source[name]
             rows.append(
                 [
-                    LABELS[name] + (" *" if name == "in_process" else ""),
+                    LABELS[name] + (" (*)" if name == "in_process" else ""),
                     _number(row["median_ms"]),
                     _number(row["p10_ms"]),
                     _number(row["p90_ms"]),
@@ -190,7 +195,7 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
                 ]
             )
         note = (
-            "* measured in a root process, against that process's own /bin/true and floor; "
+            "(*) measured in a root process, against that process's own /bin/true and floor; "
             "every other row in one process as the unprivileged user, interleaved"
         )
         out.append(
@@ -200,8 +205,7 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
             )
             + "\n"
             + _table(rows, markdown)
-            + "\n"
-            + ("" if markdown else "  ")
+            + ("\n\n" if markdown else "\n  ")
             + note
         )
         out.append(
@@ -284,8 +288,7 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
             )
             + "\n"
             + _table(rows, markdown)
-            + "\n"
-            + ("" if markdown else "  ")
+            + ("\n\n" if markdown else "\n  ")
             + "paired ratios adopted/native: "
             + " ".join(f"{value:.3f}" for value in d["paired_ratios"])
         )

@@ -74,16 +74,19 @@ def server_uid(process: subprocess.Popen) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
 
 
-def run_wrk(arguments: argparse.Namespace, port: int, seconds: float) -> Dict[str, Any]:
+def run_wrk(arguments: argparse.Namespace, port: int, seconds: int) -> Dict[str, Any]:
     """One wrk run against PORT; its requests per second and error counts."""
     command = [
         arguments.wrk,
         f"-t{arguments.threads}",
         f"-c{arguments.connections}",
-        f"-d{seconds:g}s",
+        f"-d{seconds}s",
         f"http://{HOST}:{port}/{PAGE}",
     ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stdout}{finished.stderr}")
+    output = finished.stdout
     found = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if found is None:
         raise RuntimeError(f"no Requests/sec in wrk's output:\n{output}")
@@ -105,7 +108,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True, help="the privileged port")
     parser.add_argument("--high-port", type=int, required=True, help="the port for tcp:")
     parser.add_argument("--rounds", type=int, default=6, help="rounds (each loads both once)")
-    parser.add_argument("--seconds", type=float, default=4.0, help="wrk duration per run")
+    parser.add_argument("--seconds", type=int, default=2, help="wrk duration per run (whole)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--user", default="nobody")
@@ -131,7 +134,7 @@ def main() -> None:
             wait_until_serving(processes[name], port, log)
         uids = {name: server_uid(process) for name, process in processes.items()}
         for _, port, _ in servers.values():  # warm both up
-            run_wrk(arguments, port, min(1.0, arguments.seconds))
+            run_wrk(arguments, port, 1)
         runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in servers}
         for round_number in range(arguments.rounds):
             order = ["adopted", "native"] if round_number % 2 == 0 else ["native", "adopted"]
@@ -150,7 +153,7 @@ def main() -> None:
                 },
                 "server_uids": uids,
                 "wrk": f"wrk -t{arguments.threads} -c{arguments.connections} "
-                f"-d{arguments.seconds:g}s",
+                f"-d{arguments.seconds}s",
                 "rounds": arguments.rounds,
             }
         )
