@@ -6,8 +6,8 @@
  * Input: the policy text, a NUL byte (a policy never holds one), then the request's arguments after
  * argv[0] separated by NUL bytes, e.g. "allow port=80\0v1\0kind=tcp,family=inet,addr=::1,port=80".
  * Every decision must agree with an independent bit-by-bit reference for a few fixed callers, and
- * the built-in default policy (no file: tcp and udp for everyone) must allow every parsed socket
- * that asks for no privileged option.
+ * the built-in default policy (no file: tcp and udp for everyone) must allow exactly the tcp and
+ * udp sockets that ask for no privileged option.
  */
 #include "fuzz_common.h"
 
@@ -51,19 +51,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fuzz_check_reason(why);
         }
         free(text);
-        /* load_policy()'s built-in default when there is no file */
+        /* load_policy()'s built-in default when there is no file: tcp and udp only, with only
+         * the options any process may set itself. */
         memset(&builtin, 0, sizeof builtin);
         builtin.count = 1;
         builtin.rules[0].allow = true;
         builtin.rules[0].kinds = KIND_TCP | KIND_UDP;
         for (unsigned i = 0; i < request.count; i++) {
-            const struct rule *rule = policy_decision(&builtin, &fixed_callers[0],
-                                                      &request.sockets[i]);
-#if FUZZ_HAS_OPTIONS   /* only the options any process may set itself */
-            bool allowed = (request.sockets[i].options & ~(unsigned)UNPRIVILEGED_OPTIONS) == 0;
-#else
-            bool allowed = true;
-#endif
+            const struct socket_request *socket = &request.sockets[i];
+            const struct rule *rule = policy_decision(&builtin, &fixed_callers[0], socket);
+            bool allowed = (socket->kind == KIND_TCP || socket->kind == KIND_UDP) &&
+                           (socket->options & ~(unsigned)UNPRIVILEGED_OPTIONS) == 0;
             CHECK((rule == &builtin.rules[0]) == allowed, "the built-in default %s socket %u",
                   allowed ? "refuses" : "allows", i + 1);
         }

@@ -3,18 +3,30 @@
  *
  * Input: the raw bytes of a policy file (at most MAX_POLICY_BYTES, as the helper reads no more).
  * A parsed policy must satisfy the invariants (<= MAX_RULES rules on increasing lines, <= MAX_VALUES
- * values per key, port ranges low <= high <= 65535, prefixes within their family's width, only known
- * kinds, families and options, valid device names), must parse the same with a newline appended, must survive a round trip
+ * values per key, ranges low <= high within their maximum, prefixes within their family's width,
+ * only known kinds, families and options, valid device names), must parse the same with a newline
+ * appended, must survive a round trip
  * through its canonical text, and policy_decision() for fixed requests and callers must agree with
  * an independent bit-by-bit reference.
  */
 #include "fuzz_common.h"
 
+static bool same_ranges(const struct port_range *a, const struct port_range *b, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++)
+        if (a[i].low != b[i].low || a[i].high != b[i].high)
+            return false;
+    return true;
+}
+
 static bool same_rule(const struct rule *a, const struct rule *b, bool compare_line)
 {
     if (a->allow != b->allow || (compare_line && a->line != b->line) || a->kinds != b->kinds ||
-        a->families != b->families || a->n_users != b->n_users || a->n_groups != b->n_groups ||
-        a->n_ports != b->n_ports || a->n_addresses != b->n_addresses)
+        a->families != b->families || a->has_options != b->has_options ||
+        a->options != b->options || a->n_users != b->n_users || a->n_groups != b->n_groups ||
+        a->n_ports != b->n_ports || a->n_addresses != b->n_addresses ||
+        a->n_devices != b->n_devices || a->n_protos != b->n_protos ||
+        a->n_ethertypes != b->n_ethertypes)
         return false;
     for (unsigned i = 0; i < a->n_users; i++)
         if (a->users[i] != b->users[i])
@@ -22,22 +34,18 @@ static bool same_rule(const struct rule *a, const struct rule *b, bool compare_l
     for (unsigned i = 0; i < a->n_groups; i++)
         if (a->groups[i] != b->groups[i])
             return false;
-    for (unsigned i = 0; i < a->n_ports; i++)
-        if (a->ports[i].low != b->ports[i].low || a->ports[i].high != b->ports[i].high)
-            return false;
+    if (!same_ranges(a->ports, b->ports, a->n_ports) ||
+        !same_ranges(a->protos, b->protos, a->n_protos) ||
+        !same_ranges(a->ethertypes, b->ethertypes, a->n_ethertypes))
+        return false;
     for (unsigned i = 0; i < a->n_addresses; i++)
         if (a->addresses[i].bits != b->addresses[i].bits ||
             a->addresses[i].address.family != b->addresses[i].address.family ||
             memcmp(a->addresses[i].address.bytes, b->addresses[i].address.bytes, 16) != 0)
             return false;
-#if FUZZ_HAS_OPTIONS
-    if (a->has_options != b->has_options || a->options != b->options ||
-        a->n_devices != b->n_devices)
-        return false;
     for (unsigned i = 0; i < a->n_devices; i++)
         if (strncmp(a->devices[i], b->devices[i], IFNAMSIZ) != 0)
             return false;
-#endif
     return true;
 }
 
@@ -51,19 +59,33 @@ static bool same_policy(const struct policy *a, const struct policy *b, bool com
     return true;
 }
 
-/* Appends to OUT[*LENGTH], or returns false when it would not fit. */
-static bool append(char *out, size_t size, size_t *length, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static bool append(char *out, size_t size, size_t *length, const char *fmt, ...)
+static bool format_names(char *out, size_t size, size_t *length, const char *key, unsigned bits,
+                         const struct name_bit *names, size_t n)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(out + *length, size - *length, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= size - *length)
-        return false;
-    *length += (size_t)n;
-    return true;
+    bool ok = true, first = true;
+    for (size_t i = 0; ok && i < n; i++)
+        if (bits & names[i].bit) {
+            ok = append(out, size, length, "%s%s", first ? key : ",", names[i].name);
+            first = false;
+        }
+    return ok;
+}
+
+static bool format_ranges(char *out, size_t size, size_t *length, const char *key,
+                          const struct port_range *ranges, unsigned count, bool hex)
+{
+    bool ok = true;
+    for (unsigned i = 0; ok && i < count; i++) {
+        const char *separator = i == 0 ? key : ",";
+        unsigned low = (unsigned)ranges[i].low, high = (unsigned)ranges[i].high;
+        if (hex)
+            ok = low == high ? append(out, size, length, "%s0x%x", separator, low)
+                             : append(out, size, length, "%s0x%x-0x%x", separator, low, high);
+        else
+            ok = low == high ? append(out, size, length, "%s%u", separator, low)
+                             : append(out, size, length, "%s%u-%u", separator, low, high);
+    }
+    return ok;
 }
 
 /* The canonical line of RULE, or false if it would be longer than a policy line may be. */
@@ -76,43 +98,25 @@ static bool format_rule(const struct rule *rule, char *out, size_t size)
     for (unsigned i = 0; ok && i < rule->n_groups; i++)
         ok = append(out, size, &length, "%s%u", i == 0 ? " group=" : ",",
                     (unsigned)rule->groups[i]);
-    const char *separator = " kind=";
-    for (size_t i = 0; ok && i < COUNT(kind_names); i++)
-        if (rule->kinds & kind_names[i].bit) {
-            ok = append(out, size, &length, "%s%s", separator, kind_names[i].name);
-            separator = ",";
-        }
-    separator = " family=";
-    for (size_t i = 0; ok && i < COUNT(family_names); i++)
-        if (rule->families & family_names[i].bit) {
-            ok = append(out, size, &length, "%s%s", separator, family_names[i].name);
-            separator = ",";
-        }
-    for (unsigned i = 0; ok && i < rule->n_ports; i++) {
-        const struct port_range *range = &rule->ports[i];
-        ok = range->low == range->high
-                 ? append(out, size, &length, "%s%u", i == 0 ? " port=" : ",",
-                          (unsigned)range->low)
-                 : append(out, size, &length, "%s%u-%u", i == 0 ? " port=" : ",",
-                          (unsigned)range->low, (unsigned)range->high);
-    }
+    ok = ok && format_names(out, size, &length, " kind=", rule->kinds, kind_names,
+                            COUNT(kind_names));
+    ok = ok && format_names(out, size, &length, " family=", rule->families, family_names,
+                            COUNT(family_names));
+    ok = ok && format_ranges(out, size, &length, " port=", rule->ports, rule->n_ports, false);
+    ok = ok && format_ranges(out, size, &length, " proto=", rule->protos, rule->n_protos, false);
+    ok = ok && format_ranges(out, size, &length, " ethertype=", rule->ethertypes,
+                             rule->n_ethertypes, true);
     for (unsigned i = 0; ok && i < rule->n_addresses; i++) {
         const struct prefix *prefix = &rule->addresses[i];
         char address[INET6_ADDRSTRLEN];
         fuzz_format_address(&prefix->address, address, sizeof address);
         ok = append(out, size, &length, "%s%s/%u", i == 0 ? " addr=" : ",", address, prefix->bits);
     }
-#if FUZZ_HAS_OPTIONS
-    separator = " options=";
-    for (size_t i = 0; ok && i < COUNT(option_names); i++)
-        if (rule->options & option_names[i].bit) {
-            ok = append(out, size, &length, "%s%s", separator, option_names[i].name);
-            separator = ",";
-        }
+    ok = ok && format_names(out, size, &length, " options=", rule->options, option_names,
+                            COUNT(option_names));
     for (unsigned i = 0; ok && i < rule->n_devices; i++)
         ok = append(out, size, &length, "%s%.*s", i == 0 ? " device=" : ",", IFNAMSIZ,
                     rule->devices[i]);
-#endif
     return ok && length <= MAX_POLICY_LINE && append(out, size, &length, "\n");
 }
 
