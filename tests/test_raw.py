@@ -55,6 +55,7 @@ from procket_twisted.endpoints import (
     RawPort,
     adoptRawSocket,
     datagramEndpointFromString,
+    datagramService,
 )
 
 from .support import (
@@ -476,7 +477,10 @@ class RawEndpointTests(SynchronousTestCase):
             result = self.result() if callable(self.result) else self.result
             return result  # type: ignore[no-any-return]
 
-        self.patch(_HelperEndpoint, "_acquire", staticmethod(acquire))
+        # Not self.patch: it would restore the bare function, not the staticmethod.
+        original = _HelperEndpoint.__dict__["_acquire"]
+        _HelperEndpoint._acquire = staticmethod(acquire)
+        self.addCleanup(setattr, _HelperEndpoint, "_acquire", original)
 
     def udp(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -655,6 +659,13 @@ class RawStringTests(SynchronousTestCase):
         error = self.assertRaises(ValueError, datagramEndpointFromString, MemoryReactor(),
                                   "procket:icmp:1")  # fmt: skip
         self.assertIn("procket:raw:PROTOCOL", str(error))
+
+    def test_datagramService(self) -> None:
+        """datagramService takes procket:raw too: its endpoint is a RawEndpoint."""
+        protocol = DatagramProtocol()
+        service = datagramService("procket:raw:icmp", protocol, MemoryReactor())
+        self.assertIsInstance(service.endpoint, RawEndpoint)
+        self.assertIs(service.protocol, protocol)
 
     def test_public_names(self) -> None:
         """The Twisted raw names are public in procket_twisted.endpoints."""
