@@ -234,9 +234,7 @@ def arguments(argv: List[str]) -> argparse.Namespace:
 async def main(reactor: Any, argv: List[str]) -> None:
     options = arguments(argv)
     family, address = resolve(options.host)
-    description = (
-        "procket:raw:icmp" if family == socket.AF_INET else "procket:raw6:icmpv6"
-    )  # fmt: skip
+    description = "procket:raw:icmp" if family == socket.AF_INET else "procket:raw6:icmpv6"
     pinger = Pinger(reactor, options, family, address)
     try:
         port = await datagramEndpointFromString(reactor, description).listen(pinger)
