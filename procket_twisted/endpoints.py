@@ -18,10 +18,26 @@ from ._endpoints import (
     adoptSocket,
 )
 from ._interfaces import IDatagramServerEndpoint
+from ._packet_twisted import (
+    AdoptedPacketEndpoint,
+    LinkLayerAddress,
+    PacketPort,
+    ProcketPacketEndpoint,
+    adoptPacketSocket,
+    packetEndpointFromString,
+    parseFilter,
+)
 from ._parser import ProcketServerParser, datagramEndpointFromString, splitDescription
 from ._raw_twisted import RawAddress, RawEndpoint, RawPort, adoptRawSocket
 from ._reactor_client import acquireSockets
 from ._service import DatagramServerEndpointService, datagramService
+from ._tun_twisted import (
+    AdoptedTunnelEndpoint,
+    ProcketTunnelEndpoint,
+    TunnelIPProtocol,
+    adoptTunnel,
+    tunEndpointFromString,
+)
 
 __all__ = [
     "ProcketServerEndpoint",
@@ -41,4 +57,16 @@ __all__ = [
     "RawPort",
     "RawAddress",
     "adoptRawSocket",
+    "ProcketPacketEndpoint",
+    "AdoptedPacketEndpoint",
+    "PacketPort",
+    "LinkLayerAddress",
+    "adoptPacketSocket",
+    "packetEndpointFromString",
+    "parseFilter",
+    "ProcketTunnelEndpoint",
+    "AdoptedTunnelEndpoint",
+    "TunnelIPProtocol",
+    "adoptTunnel",
+    "tunEndpointFromString",
 ]

@@ -1,0 +1,331 @@
+"""
+TUN and TAP interfaces in Twisted: Twisted's own ``twisted.pair.tuntap.TuntapPort`` on the
+descriptor the helper hands over, an endpoint, and the ``procket:tun:...`` / ``procket:tap:...``
+string forms.
+
+``TuntapPort`` opens ``/dev/net/tun`` itself, which needs CAP_NET_ADMIN. It does every system call
+through a ``system`` object (its constructor's ``system`` argument), so instead of a second port
+with the same interface, `adoptTunnel` gives it a system whose ``open`` returns the helper's
+descriptor and whose ``TUNSETIFF`` answers what the descriptor is attached to (checking that it
+is the mode the port wants). Everything else is Twisted's: reading, writing, ``getHost()`` (a
+``TunnelAddress``), and ``stopListening()``, which closes the descriptor, so the interface goes
+away.
+
+What the port delivers, as Twisted defines it: a TAP port (its protocol is an
+``IEthernetProtocol``, such as ``EthernetProtocol`` with ``IPProtocol`` on top) gets Ethernet
+frames; a TUN port (an ``IRawPacketProtocol``) gets IP packets as ``datagramReceived(packet,
+partial=0)``. Twisted's ``IPProtocol`` cannot sit directly on a TUN port (it insists on the
+link-layer arguments a TUN packet has none of); `TunnelIPProtocol` can.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+from typing import Any, Optional
+
+from twisted.internet import defer, error
+from twisted.pair import ethernet, ip, raw
+from twisted.pair.tuntap import TunnelFlags, TuntapPort, _RealSystem
+from twisted.python.failure import Failure
+from twisted.python.reflect import fullyQualifiedName
+from zope.interface import implementer
+
+from ._api import DEFAULT_TIMEOUT
+from ._endpoints import _HelperEndpoint
+from ._errors import ProcketError
+from ._interfaces import IDatagramServerEndpoint
+from ._locate import Progname
+from ._packet_twisted import PREFIX, _bindArguments, _checkSize, _flag
+from ._tun import TUN_DEVICE, TunDevice, TunRequest, interface_of
+
+__all__ = [
+    "TunnelIPProtocol",
+    "adoptTunnel",
+    "ProcketTunnelEndpoint",
+    "AdoptedTunnelEndpoint",
+    "tunEndpointFromString",
+    "DEFAULT_MAX_TUNNEL_PACKET_SIZE",
+]
+
+#: What a TUN or TAP port reads at most per packet: the largest IP packet.
+DEFAULT_MAX_TUNNEL_PACKET_SIZE = 65536
+
+_TUNSETIFF = 0x400454CA
+_IFNAMSIZ = 16
+_MODE_BITS = (TunnelFlags.IFF_TUN | TunnelFlags.IFF_TAP | TunnelFlags.IFF_NO_PI).value
+
+
+class _HelperTunnelSystem(_RealSystem):
+    """
+    The system calls of one ``TuntapPort``, but for opening the tunnel: ``open`` gives the
+    helper's descriptor (once), and ``TUNSETIFF`` reports the interface it is attached to.
+    """
+
+    def __init__(self, device: TunDevice) -> None:
+        self._device = device
+
+    def open(self, filename: Any, flag: int, mode: int = 0o777) -> int:  # type: ignore[override]
+        if os.fsencode(filename) != os.fsencode(TUN_DEVICE):
+            raise OSError(errno.EINVAL, f"this tunnel is {TUN_DEVICE}, not {filename!r}")
+        fd = self._device.detach()
+        if fd < 0:
+            raise OSError(errno.EBADF, "the helper's tunnel descriptor was used already")
+        if flag & os.O_NONBLOCK:
+            os.set_blocking(fd, False)
+        return fd
+
+    def ioctl(  # type: ignore[override]
+        self, fd: int, opt: int, arg: Any = None, mutate_flag: Optional[bool] = None
+    ) -> Any:
+        if opt != _TUNSETIFF:
+            if mutate_flag is None:
+                return fcntl.ioctl(fd, opt, arg)
+            return fcntl.ioctl(fd, opt, arg, mutate_flag)
+        wanted_name, wanted_flags = struct.unpack(f"{_IFNAMSIZ}sH", bytes(arg[: _IFNAMSIZ + 2]))
+        wanted_name = wanted_name.rstrip(b"\0")
+        name, flags = interface_of(fd)
+        problem = None
+        if flags & _MODE_BITS != wanted_flags & _MODE_BITS:
+            problem = (
+                f"interface {name} has flags 0x{flags & _MODE_BITS:x}, not the 0x"
+                f"{wanted_flags & _MODE_BITS:x} this port wants (tun 0x1, tap 0x2, no packet "
+                "information 0x1000)"
+            )
+        elif wanted_name and wanted_name != name.encode("ascii"):
+            problem = f"the descriptor is attached to {name}, not {wanted_name.decode()}"
+        if problem is not None:
+            os.close(fd)
+            raise OSError(errno.EINVAL, problem)
+        return struct.pack(f"{_IFNAMSIZ}sH", name.encode("ascii"), flags) + bytes(
+            arg[_IFNAMSIZ + 2 :]
+        )
+
+
+@implementer(raw.IRawPacketProtocol)
+class TunnelIPProtocol(ip.IPProtocol):
+    """
+    ``twisted.pair.ip.IPProtocol`` that works directly on a TUN port, whose packets come without
+    link-layer arguments. It also gives the protocols above it the IP header's true length and
+    version (Twisted's swaps the two nibbles), skips IP options, cuts the link layer's padding
+    (the payload ends where the header's total length says), and ignores what is not IPv4.
+    """
+
+    def datagramReceived(  # type: ignore[override]
+        self,
+        data: bytes,
+        partial: int = 0,
+        dest: Any = None,
+        source: Any = None,
+        protocol: Any = None,
+    ) -> None:
+        if len(data) < 20 or data[0] >> 4 != 4:
+            return
+        length = (data[0] & 0x0F) * 4
+        header = ip.IPHeader(data)
+        if length < 20 or len(data) < length or header.tot_len < length:
+            return
+        for proto in self.ipProtos.get(header.protocol, ()):
+            proto.datagramReceived(
+                data=data[length : header.tot_len],
+                partial=partial,
+                source=header.saddr,
+                dest=header.daddr,
+                protocol=header.protocol,
+                version=4,
+                ihl=length,
+                tos=header.tos,
+                tot_len=header.tot_len,
+                fragment_id=header.fragment_id,
+                fragment_offset=header.fragment_offset,
+                dont_fragment=header.dont_fragment,
+                more_fragments=header.more_fragments,
+                ttl=header.ttl,
+            )
+
+
+def _checkMode(protocol: Any, mode: str) -> None:
+    """Raise TypeError unless PROTOCOL is what a TuntapPort of MODE delivers to."""
+    name = fullyQualifiedName(type(protocol))
+    isEthernet = ethernet.IEthernetProtocol.providedBy(protocol)
+    if mode == "tap" and not isEthernet:
+        raise TypeError(
+            f"a tap interface carries Ethernet frames: its protocol must provide "
+            f"twisted.pair.ethernet.IEthernetProtocol (an EthernetProtocol), and {name} does not"
+        )
+    if mode == "tun" and (isEthernet or not raw.IRawPacketProtocol.providedBy(protocol)):
+        raise TypeError(
+            f"a tun interface carries IP packets: its protocol must provide "
+            f"twisted.pair.raw.IRawPacketProtocol (such as TunnelIPProtocol) and not "
+            f"IEthernetProtocol; {name} does not fit"
+        )
+
+
+def adoptTunnel(
+    reactor: Any,
+    device: TunDevice,
+    protocol: Any,
+    maxPacketSize: int = DEFAULT_MAX_TUNNEL_PACKET_SIZE,
+) -> TuntapPort:
+    """
+    A listening ``twisted.pair.tuntap.TuntapPort`` on DEVICE (from `procket_twisted.open_tun` or
+    `acquireSockets`), delivering to PROTOCOL. The port owns the device from now on; its
+    ``stopListening`` closes it, and the interface goes away.
+
+    @raise TypeError: PROTOCOL does not fit the device's mode (see `_checkMode`), or the device
+        keeps the packet information header, which ``TuntapPort`` does not read.
+    @raise CannotListenError: the descriptor is not what the device says.
+    """
+    try:
+        _checkMode(protocol, device.mode)
+        if device.packet_info:
+            raise TypeError(
+                "TuntapPort reads packets without the packet information header: open the "
+                "device with packet_info=False"
+            )
+        port = TuntapPort(
+            device.name.encode("ascii"),
+            protocol,
+            maxPacketSize,
+            reactor,
+            system=_HelperTunnelSystem(device),
+        )
+        port.startListening()
+    except BaseException:
+        device.close()
+        raise
+    return port
+
+
+@implementer(IDatagramServerEndpoint)
+class ProcketTunnelEndpoint(_HelperEndpoint):
+    """
+    A new TUN or TAP interface from the helper, owned by this user, as a ``TuntapPort``:
+    ``procket:tun:tun7:address=10.0.0.1/24:up=yes``. Each ``listen`` creates a new interface;
+    ``stopListening`` removes it.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        mode: str = "tun",
+        name: Optional[str] = None,
+        address: Optional[str] = None,
+        up: bool = False,
+        maxPacketSize: int = DEFAULT_MAX_TUNNEL_PACKET_SIZE,
+        *,
+        progname: Progname = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        direct: bool = True,
+    ) -> None:
+        """
+        @param mode: ``"tun"`` (IP packets) or ``"tap"`` (Ethernet frames).
+        @param name, address, up: as `TunRequest` takes them.
+        @param maxPacketSize: the largest packet read whole.
+        @raise ValueError, TypeError: for a bad argument.
+        """
+        request = TunRequest(mode, name, address, up)
+        _checkSize(maxPacketSize)
+        super().__init__(reactor, request, progname, timeout, direct)  # type: ignore[arg-type]
+        self._maxPacketSize = maxPacketSize
+
+    def listen(self, protocol: Any) -> defer.Deferred[TuntapPort]:
+        """
+        @return: a Deferred firing with the ``TuntapPort`` delivering to PROTOCOL, or failing with
+            ``CannotListenError`` (whose ``socketError`` is the `ProcketError`), or with
+            ``TypeError`` when PROTOCOL does not fit the mode.
+        """
+        request: TunRequest = self._request  # type: ignore[assignment]
+        try:
+            _checkMode(protocol, request.mode)
+        except TypeError:
+            return defer.fail()
+        return self._listen(  # type: ignore[return-value]
+            lambda device: adoptTunnel(self._reactor, device, protocol, self._maxPacketSize)
+        )
+
+    def _cannotListen(self, failure: Failure) -> Failure:
+        failure.trap(ProcketError)
+        request: TunRequest = self._request  # type: ignore[assignment]
+        where = request.name or f"(a new {request.mode} interface)"
+        return Failure(error.CannotListenError(None, where, failure.value))
+
+
+@implementer(IDatagramServerEndpoint)
+class AdoptedTunnelEndpoint:
+    """
+    A TUN or TAP endpoint for a device already acquired (`acquireSockets`, `open_tun`): single
+    use; a second ``listen`` fails with ``AlreadyListened``.
+    """
+
+    def __init__(
+        self, reactor: Any, device: TunDevice, maxPacketSize: int = DEFAULT_MAX_TUNNEL_PACKET_SIZE
+    ) -> None:
+        _checkSize(maxPacketSize)
+        self.reactor = reactor
+        self.device: Optional[TunDevice] = device
+        self.maxPacketSize = maxPacketSize
+
+    def listen(self, protocol: Any) -> defer.Deferred[TuntapPort]:
+        """Adopt the device for PROTOCOL, once."""
+        device, self.device = self.device, None
+        if device is None:
+            return defer.fail(error.AlreadyListened())
+        try:
+            return defer.succeed(adoptTunnel(self.reactor, device, protocol, self.maxPacketSize))
+        except BaseException:
+            return defer.fail()
+
+
+_TUN_ARGUMENTS = ("name",)
+_TUN_KEYWORDS = ("address", "up", "maxPacketSize", "progname", "timeout")
+
+
+def tunEndpointFromString(reactor: Any, description: str) -> ProcketTunnelEndpoint:
+    """
+    The endpoint for ``procket:tun[:NAME][:address=ADDRESS/PREFIX][:up=yes]`` or
+    ``procket:tap:...`` (plus ``maxPacketSize``, ``progname`` and ``timeout``). An IPv6 address
+    needs its colons escaped: ``address=fd00\\:\\:1/64``.
+
+    @raise ValueError: naming the bad part of a malformed description.
+    """
+    from ._parser import _checked, _helper_options, _number, splitDescription
+
+    args, kwargs = splitDescription(description)
+    if len(args) < 2 or args[0] != PREFIX or args[1] not in ("tun", "tap"):
+        raise ValueError(
+            f"{description!r} is not a TUN or TAP endpoint: use "
+            "procket:tun[:NAME][:address=10.0.0.1/24][:up=yes] or procket:tap:..."
+        )
+    mode = args[1]
+    where = f"{PREFIX}:{mode}"
+    if "" in args[2:] or kwargs.get("address") == "":
+        if "address" not in kwargs:
+            raise ValueError(f"{where}: the interface name is empty; leave it out for any name")
+        raise ValueError(
+            f"{where}: an IPv6 address needs its colons escaped with backslashes, as in "
+            f"{where}:address=fd00\\:\\:1/64 (in a shell, quote it)"
+        )
+    values = _bindArguments(where, _TUN_ARGUMENTS, _TUN_KEYWORDS, args[2:], kwargs)
+    size = _number(
+        where,
+        "maxPacketSize",
+        values.get("maxPacketSize", str(DEFAULT_MAX_TUNNEL_PACKET_SIZE)),
+        1,
+        1 << 20,
+    )
+    options = _helper_options(where, values)
+    return _checked(  # type: ignore[no-any-return]
+        where,
+        lambda: ProcketTunnelEndpoint(
+            reactor,
+            mode,
+            values.get("name") or None,
+            values.get("address"),
+            _flag(where, "up", values),
+            size,
+            **options,
+        ),
+    )
