@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, List
+from typing import Any, Callable, Tuple
 
 from twisted.internet import defer, error, fdesc
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -30,7 +29,7 @@ __all__ = [
     "TLSServerEndpoint",
     "AdoptedDatagramServerEndpoint",
     "adoptSocket",
-    "acquireEndpoints",
+    "SingleUse",
 ]
 
 DEFAULT_STREAM_BACKLOG = 50  # Twisted's tcp: default
@@ -69,7 +68,7 @@ class _HelperEndpoint:
     _acquire = staticmethod(acquireSockets)
 
     def __init__(
-        self, reactor: Any, request: SocketRequest, progname: Progname, timeout: float, direct: bool
+        self, reactor: Any, request: AnyRequest, progname: Progname, timeout: float, direct: bool
     ) -> None:
         self._reactor = reactor
         self._request = request
@@ -87,9 +86,15 @@ class _HelperEndpoint:
         )
         return acquired.addCallbacks(lambda sockets: adopt(sockets[0]), self._cannotListen)
 
+    def _where(self) -> Tuple[str, int]:
+        """The (interface, port) a CannotListenError names for this endpoint."""
+        request: Any = self._request  # TCP and UDP; the other kinds' endpoints override this
+        return request.ip, request.port
+
     def _cannotListen(self, failure: Failure) -> Failure:
         failure.trap(ProcketError)
-        return Failure(error.CannotListenError(self._request.ip, self._request.port, failure.value))
+        interface, port = self._where()
+        return Failure(error.CannotListenError(interface, port, failure.value))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._request.describe()}>"
@@ -186,8 +191,26 @@ class TLSServerEndpoint:
         )
 
 
+class SingleUse:
+    """
+    What the endpoints for something already acquired share: the first ``listen`` adopts it; any
+    later one fails with ``AlreadyListened``, as Twisted's ``AdoptedStreamServerEndpoint`` does.
+    """
+
+    _used = False
+
+    def _adoptOnce(self, adopt: Callable[[], Any]) -> defer.Deferred[Any]:
+        if self._used:
+            return defer.fail(error.AlreadyListened())
+        self._used = True
+        try:
+            return defer.succeed(adopt())
+        except BaseException:
+            return defer.fail()
+
+
 @implementer(IDatagramServerEndpoint)
-class AdoptedDatagramServerEndpoint:
+class AdoptedDatagramServerEndpoint(SingleUse):
     """
     A datagram endpoint for a descriptor already acquired: the counterpart of Twisted's
     ``AdoptedStreamServerEndpoint``. Single use: a second ``listen`` fails with
@@ -208,45 +231,15 @@ class AdoptedDatagramServerEndpoint:
         self.fileno = fileno
         self.addressFamily = addressFamily
         self.maxPacketSize = maxPacketSize
-        self._used = False
 
     def listen(self, protocol: Any) -> defer.Deferred[IListeningPort]:
         """Adopt the descriptor for PROTOCOL, once."""
-        if self._used:
-            return defer.fail(error.AlreadyListened())
-        self._used = True
-        try:
-            self._setNonBlocking(self.fileno)
-            port = self.reactor.adoptDatagramPort(
-                self.fileno, self.addressFamily, protocol, self.maxPacketSize
-            )
-            self._close(self.fileno)
-        except BaseException:
-            return defer.fail()
-        return defer.succeed(port)
+        return self._adoptOnce(lambda: self._adopt(protocol))
 
-
-def _adopted(reactor: Any, sock: socket.socket) -> Any:
-    family = sock.family
-    if sock.type == socket.SOCK_STREAM:
-        return AdoptedStreamServerEndpoint(reactor, sock.detach(), family)
-    return AdoptedDatagramServerEndpoint(reactor, sock.detach(), family)
-
-
-def acquireEndpoints(
-    reactor: Any,
-    requests: List[AnyRequest],
-    *,
-    progname: Progname = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    direct: bool = True,
-) -> defer.Deferred[List[Any]]:
-    """
-    Many sockets from one helper run (a honeypot's dozens of ports), as single-use endpoints:
-    ``AdoptedStreamServerEndpoint`` for TCP, `AdoptedDatagramServerEndpoint` for UDP, in request
-    order. Listen on each once; each owns its descriptor until then.
-    """
-    acquired = _HelperEndpoint._acquire(
-        reactor, requests, progname=progname, timeout=timeout, direct=direct
-    )
-    return acquired.addCallback(lambda sockets: [_adopted(reactor, s) for s in sockets])
+    def _adopt(self, protocol: Any) -> IListeningPort:
+        self._setNonBlocking(self.fileno)
+        port: IListeningPort = self.reactor.adoptDatagramPort(
+            self.fileno, self.addressFamily, protocol, self.maxPacketSize
+        )
+        self._close(self.fileno)
+        return port

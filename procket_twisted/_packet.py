@@ -8,6 +8,7 @@ that names ``kind=packet``.
 from __future__ import annotations
 
 import ctypes
+import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -160,7 +161,7 @@ class PacketRequest:
                 if value is not None:
                     option.set(sock, value)
             step = "bind"
-            sock.bind((self.interface or "", self.ethertype))
+            _bind_link(sock, self.ethertype, self.interface)
             if self.promiscuous:
                 step = "setsockopt"
                 index_of = socket.if_nametoindex(str(self.interface))
@@ -190,6 +191,32 @@ class PacketRequest:
     def wrap(self, fd: int) -> socket.socket:
         """The socket object for a received fd (ours)."""
         return socket.socket(fileno=fd)
+
+
+class _SockaddrLinkLayer(ctypes.Structure):
+    _fields_ = [
+        ("family", ctypes.c_ushort), ("protocol", ctypes.c_ushort), ("ifindex", ctypes.c_int),
+        ("hatype", ctypes.c_ushort), ("pkttype", ctypes.c_ubyte), ("halen", ctypes.c_ubyte),
+        ("addr", ctypes.c_ubyte * 8),
+    ]  # fmt: skip
+
+
+def _bind_link(sock: socket.socket, ethertype: int, interface: Optional[str]) -> None:
+    """
+    Bind SOCK to ETHERTYPE on INTERFACE, or on every interface (ifindex 0), which Python's own
+    bind cannot express (it looks every name up, and there is no name for "all").
+    """
+    address = _SockaddrLinkLayer(
+        family=socket.AF_PACKET,
+        protocol=socket.htons(ethertype),
+        ifindex=socket.if_nametoindex(interface) if interface else 0,
+    )
+    if _LIBC.bind(sock.fileno(), ctypes.byref(address), ctypes.sizeof(address)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 class _FilterBuffer:

@@ -37,7 +37,7 @@ from twisted.python.reflect import fullyQualifiedName
 from zope.interface import implementer
 
 from ._api import DEFAULT_TIMEOUT
-from ._endpoints import _HelperEndpoint
+from ._endpoints import SingleUse, _HelperEndpoint
 from ._errors import ProcketError
 from ._interfaces import IDatagramServerEndpoint
 from ._locate import Progname
@@ -371,7 +371,7 @@ class ProcketPacketEndpoint(_HelperEndpoint):
         """
         request = PacketRequest(ethertype, interface, cooked, promiscuous, filter, **options)
         _checkSize(maxPacketSize)
-        super().__init__(reactor, request, progname, timeout, direct)  # type: ignore[arg-type]
+        super().__init__(reactor, request, progname, timeout, direct)
         self._maxPacketSize = maxPacketSize
 
     def listen(self, protocol: Any) -> defer.Deferred[PacketPort]:
@@ -400,7 +400,7 @@ class ProcketPacketEndpoint(_HelperEndpoint):
 
 
 @implementer(IDatagramServerEndpoint)
-class AdoptedPacketEndpoint:
+class AdoptedPacketEndpoint(SingleUse):
     """
     A packet endpoint for a socket already acquired (`acquireSockets`, `open_packet`): single
     use; a second ``listen`` fails with ``AlreadyListened``.
@@ -411,20 +411,14 @@ class AdoptedPacketEndpoint:
     ) -> None:
         _checkSize(maxPacketSize)
         self.reactor = reactor
-        self.socket: Optional[socket.socket] = sock
+        self.socket = sock
         self.maxPacketSize = maxPacketSize
 
     def listen(self, protocol: Any) -> defer.Deferred[PacketPort]:
         """Adopt the socket for PROTOCOL, once."""
-        sock, self.socket = self.socket, None
-        if sock is None:
-            return defer.fail(error.AlreadyListened())
-        try:
-            return defer.succeed(
-                adoptPacketSocket(self.reactor, sock, protocol, self.maxPacketSize)
-            )
-        except BaseException:
-            return defer.fail()
+        return self._adoptOnce(
+            lambda: adoptPacketSocket(self.reactor, self.socket, protocol, self.maxPacketSize)
+        )
 
 
 def _checkSize(maxPacketSize: int) -> None:

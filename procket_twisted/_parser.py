@@ -353,17 +353,26 @@ def datagramEndpointFromString(reactor: Any, description: str) -> IDatagramServe
     `RawEndpoint` for ``procket:raw:PROTOCOL[:interface=ADDR][:maxPacketSize=N]
     [:headerIncluded=yes]`` or ``procket:raw6:PROTOCOL...`` (PROTOCOL: ``icmp``, ``icmpv6``...
     or a number; the options ``bindToDevice``, ``mark``, ``priority``, ``forceReceiveBuffer``,
-    ``forceSendBuffer``).
+    ``forceSendBuffer``), or the packet endpoint for ``procket:packet:ETHERTYPE...`` and the
+    TUN/TAP endpoint for ``procket:tun...`` and ``procket:tap...`` (see their modules).
 
     @raise ValueError: naming the bad part of a malformed description.
     """
     args, kwargs = splitDescription(description)
     if len(args) >= 2 and args[0] == PREFIX and args[1] in ("raw", "raw6"):
         return _raw_endpoint(reactor, args[1], args[2:], kwargs)
+    if len(args) >= 2 and args[0] == PREFIX and args[1] in ("packet", "tun", "tap"):
+        # Imported here: they bring twisted.pair, which the plugin's import need not load.
+        from ._packet_twisted import packetEndpointFromString
+        from ._tun_twisted import tunEndpointFromString
+
+        build = packetEndpointFromString if args[1] == "packet" else tunEndpointFromString
+        return build(reactor, description)
     if len(args) < 2 or args[0] != PREFIX or args[1] not in ("udp", "udp6"):
         raise ValueError(
             f"{description!r} is not a procket datagram endpoint: use procket:udp:PORT, "
-            "procket:udp6:PORT, procket:raw:PROTOCOL or procket:raw6:PROTOCOL"
+            "procket:udp6:PORT, procket:raw:PROTOCOL, procket:raw6:PROTOCOL, "
+            "procket:packet:ETHERTYPE, procket:tun or procket:tap"
         )
     return _datagram_endpoint(reactor, args[1], args[2:], kwargs)  # type: ignore[no-any-return]
 

@@ -31,13 +31,19 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._api import DEFAULT_TIMEOUT
-from ._endpoints import _HelperEndpoint
-from ._errors import ProcketError
+from ._endpoints import SingleUse, _HelperEndpoint
 from ._interfaces import IDatagramServerEndpoint
 from ._locate import Progname
 from ._raw import PROTOCOL_NUMBERS, RawRequest
 
-__all__ = ["RawAddress", "RawPort", "RawEndpoint", "adoptRawSocket", "RAW_MAX_PACKET_SIZE"]
+__all__ = [
+    "RawAddress",
+    "RawPort",
+    "RawEndpoint",
+    "AdoptedRawEndpoint",
+    "adoptRawSocket",
+    "RAW_MAX_PACKET_SIZE",
+]
 
 #: The largest IP packet (the IPv4 total length is 16 bits).
 RAW_MAX_PACKET_SIZE = 65535
@@ -359,8 +365,7 @@ class RawEndpoint(_HelperEndpoint):
         """
         self._raw = RawRequest(ipProtocol, interface or None, family, headerIncluded, **options)
         _check_size(maxPacketSize)
-        # _HelperEndpoint passes the request through untouched; any kind will do.
-        super().__init__(reactor, self._raw, progname, timeout, direct)  # type: ignore[arg-type]
+        super().__init__(reactor, self._raw, progname, timeout, direct)
         self._maxPacketSize = maxPacketSize
 
     def listen(self, protocol: Any) -> defer.Deferred[IListeningPort]:
@@ -372,7 +377,25 @@ class RawEndpoint(_HelperEndpoint):
             lambda sock: adoptRawSocket(self._reactor, sock, protocol, self._maxPacketSize)
         )
 
-    def _cannotListen(self, failure: Failure) -> Failure:
-        """The failure as ``CannotListenError(address or "", protocol number, error)``."""
-        failure.trap(ProcketError)
-        return Failure(error.CannotListenError(self._raw.ip or "", self._raw.number, failure.value))
+    def _where(self) -> Tuple[str, int]:
+        """A CannotListenError names the address (or "") and the protocol number."""
+        return str(self._raw.ip or ""), self._raw.number
+
+
+@implementer(IDatagramServerEndpoint)
+class AdoptedRawEndpoint(SingleUse):
+    """A raw endpoint for a socket already acquired (`acquireSockets`, `open_raw`): single use."""
+
+    def __init__(
+        self, reactor: Any, sock: socket.socket, maxPacketSize: int = RAW_MAX_PACKET_SIZE
+    ) -> None:
+        _check_size(maxPacketSize)
+        self.reactor = reactor
+        self.socket = sock
+        self.maxPacketSize = maxPacketSize
+
+    def listen(self, protocol: Any) -> defer.Deferred[IListeningPort]:
+        """Adopt the socket for PROTOCOL, once."""
+        return self._adoptOnce(
+            lambda: adoptRawSocket(self.reactor, self.socket, protocol, self.maxPacketSize)
+        )

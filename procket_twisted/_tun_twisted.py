@@ -34,7 +34,7 @@ from twisted.python.reflect import fullyQualifiedName
 from zope.interface import implementer
 
 from ._api import DEFAULT_TIMEOUT
-from ._endpoints import _HelperEndpoint
+from ._endpoints import SingleUse, _HelperEndpoint
 from ._errors import ProcketError
 from ._interfaces import IDatagramServerEndpoint
 from ._locate import Progname
@@ -228,7 +228,7 @@ class ProcketTunnelEndpoint(_HelperEndpoint):
         """
         request = TunRequest(mode, name, address, up)
         _checkSize(maxPacketSize)
-        super().__init__(reactor, request, progname, timeout, direct)  # type: ignore[arg-type]
+        super().__init__(reactor, request, progname, timeout, direct)
         self._maxPacketSize = maxPacketSize
 
     def listen(self, protocol: Any) -> defer.Deferred[TuntapPort]:
@@ -254,7 +254,7 @@ class ProcketTunnelEndpoint(_HelperEndpoint):
 
 
 @implementer(IDatagramServerEndpoint)
-class AdoptedTunnelEndpoint:
+class AdoptedTunnelEndpoint(SingleUse):
     """
     A TUN or TAP endpoint for a device already acquired (`acquireSockets`, `open_tun`): single
     use; a second ``listen`` fails with ``AlreadyListened``.
@@ -265,18 +265,14 @@ class AdoptedTunnelEndpoint:
     ) -> None:
         _checkSize(maxPacketSize)
         self.reactor = reactor
-        self.device: Optional[TunDevice] = device
+        self.device = device
         self.maxPacketSize = maxPacketSize
 
     def listen(self, protocol: Any) -> defer.Deferred[TuntapPort]:
         """Adopt the device for PROTOCOL, once."""
-        device, self.device = self.device, None
-        if device is None:
-            return defer.fail(error.AlreadyListened())
-        try:
-            return defer.succeed(adoptTunnel(self.reactor, device, protocol, self.maxPacketSize))
-        except BaseException:
-            return defer.fail()
+        return self._adoptOnce(
+            lambda: adoptTunnel(self.reactor, self.device, protocol, self.maxPacketSize)
+        )
 
 
 _TUN_ARGUMENTS = ("name",)

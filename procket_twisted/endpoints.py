@@ -5,16 +5,18 @@ procket for Twisted: endpoints whose sockets come from the privileged helper.
     twistd -n web --listen procket:tcp:80 --path DIR      # as an ordinary user
     datagramService("procket:udp:53", protocol)           # in a .tac file
     datagramEndpointFromString(reactor, "procket:raw:icmp")   # a raw ICMP socket (RawEndpoint)
+    datagramEndpointFromString(reactor, "procket:packet:0x806:interface=eth0")  # PacketPort
+    datagramEndpointFromString(reactor, "procket:tun:address=10.9.0.1/24:up=yes")  # TuntapPort
 
 Importing this module never imports the reactor.
 """
 
+from ._batch import acquireEndpoints
 from ._endpoints import (
     AdoptedDatagramServerEndpoint,
     ProcketDatagramServerEndpoint,
     ProcketServerEndpoint,
     TLSServerEndpoint,
-    acquireEndpoints,
     adoptSocket,
 )
 from ._interfaces import IDatagramServerEndpoint
@@ -28,7 +30,7 @@ from ._packet_twisted import (
     parseFilter,
 )
 from ._parser import ProcketServerParser, datagramEndpointFromString, splitDescription
-from ._raw_twisted import RawAddress, RawEndpoint, RawPort, adoptRawSocket
+from ._raw_twisted import AdoptedRawEndpoint, RawAddress, RawEndpoint, RawPort, adoptRawSocket
 from ._reactor_client import acquireSockets
 from ._service import DatagramServerEndpointService, datagramService
 from ._tun_twisted import (
@@ -54,6 +56,7 @@ __all__ = [
     "acquireEndpoints",
     "adoptSocket",
     "RawEndpoint",
+    "AdoptedRawEndpoint",
     "RawPort",
     "RawAddress",
     "adoptRawSocket",

@@ -32,7 +32,7 @@ from twisted.internet import defer
 
 from ._direct import open_directly
 from ._endpoints import _HelperEndpoint
-from ._errors import ProcketError
+from ._errors import HelperFailedError, ProcketError
 from ._request import SocketRequest
 
 __all__ = ["FakeHelper", "useFakeHelper"]
@@ -61,6 +61,16 @@ class FakeHelper:
         self.requests.append(wanted)
         if self._failures:
             return defer.fail(self._failures.pop(0))
+        others = [r.describe() for r in wanted if not isinstance(r, SocketRequest)]
+        if others:
+            # Raw, packet and TUN/TAP need the privilege a test does not have: no stand-in.
+            return defer.fail(
+                HelperFailedError(
+                    f"the fake helper opens TCP and UDP sockets only, not {', '.join(others)}; "
+                    "test those with the real helper, or replace the endpoint",
+                    step="fake",
+                )
+            )
         sockets: List[socket.socket] = []
         try:
             for index, request in enumerate(wanted, 1):

@@ -609,6 +609,9 @@ class PluginTests(SynchronousTestCase):
     def test_publicNames(self) -> None:
         """Every public name of procket_twisted.endpoints is the private module's own object."""
         sources = (
+            procket_twisted._batch,
+            procket_twisted._packet_twisted,
+            procket_twisted._tun_twisted,
             procket_twisted._endpoints,
             procket_twisted._parser,
             procket_twisted._raw_twisted,

@@ -1,0 +1,57 @@
+"""
+Many sockets from one helper run, as single-use endpoints (a honeypot's dozens of ports, or a
+tool's raw and packet sockets at once).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, List
+
+from twisted.internet import defer
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+from ._api import DEFAULT_TIMEOUT
+from ._endpoints import AdoptedDatagramServerEndpoint, _HelperEndpoint
+from ._kinds import AnyRequest
+from ._locate import Progname
+from ._packet_twisted import AdoptedPacketEndpoint
+from ._raw_twisted import AdoptedRawEndpoint
+from ._tun import TunDevice
+from ._tun_twisted import AdoptedTunnelEndpoint
+
+__all__ = ["acquireEndpoints"]
+
+
+def _adopted(reactor: Any, handle: Any) -> Any:
+    """The single-use endpoint for HANDLE, by what it is."""
+    if isinstance(handle, TunDevice):
+        return AdoptedTunnelEndpoint(reactor, handle)
+    if handle.family == socket.AF_PACKET:
+        return AdoptedPacketEndpoint(reactor, handle)
+    if handle.type == socket.SOCK_RAW:
+        return AdoptedRawEndpoint(reactor, handle)
+    family = handle.family
+    if handle.type == socket.SOCK_STREAM:
+        return AdoptedStreamServerEndpoint(reactor, handle.detach(), family)
+    return AdoptedDatagramServerEndpoint(reactor, handle.detach(), family)
+
+
+def acquireEndpoints(
+    reactor: Any,
+    requests: List[AnyRequest],
+    *,
+    progname: Progname = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    direct: bool = True,
+) -> defer.Deferred[List[Any]]:
+    """
+    Many sockets (of any kind) from one helper run, as single-use endpoints in request order:
+    ``AdoptedStreamServerEndpoint`` for TCP, `AdoptedDatagramServerEndpoint` for UDP, and the
+    raw, packet and TUN/TAP ones for those kinds. Listen on each once; each owns its descriptor
+    until then.
+    """
+    acquired = _HelperEndpoint._acquire(
+        reactor, requests, progname=progname, timeout=timeout, direct=direct
+    )
+    return acquired.addCallback(lambda handles: [_adopted(reactor, h) for h in handles])
