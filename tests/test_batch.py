@@ -58,10 +58,9 @@ class RoutingTests(SynchronousTestCase):
             _Handle(socket.AF_PACKET, socket.SOCK_RAW),
             TunDevice(read, "tun9", "tun", False),
         ]
-        self.patch(
-            _HelperEndpoint, "_acquire", staticmethod(lambda *a, **k: defer.succeed(handles))
-        )
-        self.addCleanup(setattr, _HelperEndpoint, "_acquire", _HelperEndpoint._acquire)
+        original = _HelperEndpoint.__dict__["_acquire"]  # the staticmethod itself, not unwrapped
+        _HelperEndpoint._acquire = staticmethod(lambda *a, **k: defer.succeed(handles))
+        self.addCleanup(setattr, _HelperEndpoint, "_acquire", original)
         endpoints = self.successResultOf(acquireEndpoints(MemoryReactor(), [SocketRequest(0)] * 5))
         self.assertEqual(
             [type(endpoint) for endpoint in endpoints],
