@@ -316,9 +316,11 @@ static bool fuzz_reference_rule_matches(const struct rule *rule, const struct ca
         !reference_in_ranges(socket->ethertype, socket->kind == KIND_PACKET, rule->ethertypes,
                              rule->n_ethertypes))
         return false;
+    bool addressed = socket->has_address || socket->kind == KIND_TCP || socket->kind == KIND_UDP ||
+                     socket->kind == KIND_RAW;
     any = rule->n_addresses == 0;
     for (unsigned i = 0; i < rule->n_addresses; i++)
-        any |= fuzz_reference_in_prefix(&socket->address, &rule->addresses[i]);
+        any |= addressed && fuzz_reference_in_prefix(&socket->address, &rule->addresses[i]);
     if (!any)
         return false;
     any = rule->n_devices == 0;

@@ -199,7 +199,7 @@ struct caller {
 
 typedef char reason[160];             /* why a parse or check failed, for the error message */
 
-#ifdef __SANITIZE_ADDRESS__
+#if defined(__SANITIZE_ADDRESS__) && !defined(PROCKET_FUZZ)
 /* The sanitizer build for the tests: LeakSanitizer cannot inspect a non-dumpable process. */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void)
@@ -767,9 +767,12 @@ static bool rule_matches(const struct rule *rule, const struct caller *caller,
         !in_ranges(socket->ethertype, rule->ethertypes, rule->n_ethertypes,
                    socket->kind == KIND_PACKET))
         return false;
+    /* addr= matches what is bound (an unbound raw socket is the wildcard, as 0.0.0.0 is for
+       tcp and udp) and a tun or tap interface's given address; no address, no match. */
+    bool addressed = socket->has_address || socket->kind & (KIND_INET | KIND_RAW);
     found = rule->n_addresses == 0;
     for (unsigned i = 0; i < rule->n_addresses && !found; i++)
-        found = in_prefix(&socket->address, &rule->addresses[i]);
+        found = addressed && in_prefix(&socket->address, &rule->addresses[i]);
     if (!found)
         return false;
     found = rule->n_devices == 0;
