@@ -15,7 +15,6 @@ import signal
 import socket
 import stat
 import threading
-import time
 from typing import Any, List, Optional, Sequence, Tuple
 
 from ._errors import (
@@ -100,8 +99,12 @@ def spawn_error(error: OSError, command: HelperCommand) -> ProcketError:
 def _start(command: HelperCommand, argv: List[str], channel: socket.socket) -> int:
     fd = channel.fileno()
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target in (0, 1, 2)]
+    # A one-word command is the helper itself, which reads nothing from its environment (it
+    # clears it): give it none, which also spares converting ours on every call. A command
+    # with arguments (sudo, a shell, an interpreter) gets ours.
+    environment = {} if len(command.argv) == 1 else os.environ
     try:
-        return os.posix_spawn(command.executable, argv, os.environ, file_actions=actions)
+        return os.posix_spawn(command.executable, argv, environment, file_actions=actions)
     except OSError as error:
         raise spawn_error(error, command) from None
 
@@ -125,45 +128,35 @@ def _stop(pid: int) -> bool:
 
 
 def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet], int]:
-    """Collect the helper's packets until it exits and reap it; stop it at the deadline."""
-    deadline = time.monotonic() + timeout
-    packets: List[Packet] = []
-    reaped = False
+    """
+    Wait for the helper to exit (one wakeup, on its pidfd) and reap it, then read every packet it
+    left on the channel; stop it at the deadline. Its reply is a few bytes, far below what the
+    channel buffers, so it never waits for us to read.
+    """
     pidfd = os.pidfd_open(pid)
+    reaped = False
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
-        poller.register(channel, select.POLLIN)
-        while True:
-            remaining = deadline - time.monotonic()
-            events = dict(poller.poll(remaining * 1000)) if remaining > 0 else {}
-            if not events:
-                reaped = True
-                killed = _stop(pid)
-                raise HelperTimeoutError(
-                    f"the helper did not answer within {timeout:g} s and was "
-                    + ("killed" if killed else "left to its own 10-second watchdog")
-                    + "; a loaded machine or a slow sudo may need a longer timeout",
-                    step="timeout",
-                )
-            if channel.fileno() in events:
-                more, end_of_file = receive_packets(channel)
-                packets.extend(more)
-                if end_of_file:  # closed, yet still running: only its exit is left to wait for
-                    poller.unregister(channel)
-            if pidfd in events:
-                break
+        if not poller.poll(timeout * 1000):
+            reaped = True
+            killed = _stop(pid)
+            raise HelperTimeoutError(
+                f"the helper did not answer within {timeout:g} s and was "
+                + ("killed" if killed else "left to its own 10-second watchdog")
+                + "; a loaded machine or a slow sudo may need a longer timeout",
+                step="timeout",
+            )
         _, status = os.waitpid(pid, 0)
         reaped = True
-        packets.extend(receive_packets(channel)[0])
-        return packets, os.waitstatus_to_exitcode(status)
     except BaseException:
         if not reaped:
             _stop(pid)
-        close_fds([fd for packet in packets for fd in packet.fds])
+        close_fds([fd for packet in receive_packets(channel)[0] for fd in packet.fds])
         raise
     finally:
         os.close(pidfd)
+    return receive_packets(channel)[0], os.waitstatus_to_exitcode(status)
 
 
 def run_helper(command: HelperCommand, requests: Sequence[AnyRequest], timeout: float) -> List[Any]:

@@ -665,7 +665,7 @@ static bool parse_condition(char *item, struct rule *rule, reason why)
 /* The whole file: lines of "allow|deny [key=value[,value...]]..."; '#' starts a comment. */
 static bool parse_policy(const char *text, size_t length, struct policy *out, reason why)
 {
-    memset(out, 0, sizeof *out);
+    out->count = 0;       /* each rule is cleared as it starts: the whole table is 300 KiB */
     if (memchr(text, '\0', length) != NULL) {
         say(why, "the file contains a NUL byte");
         return false;
@@ -697,6 +697,7 @@ static bool parse_policy(const char *text, size_t length, struct policy *out, re
                     return false;
                 }
                 rule = &out->rules[out->count++];
+                memset(rule, 0, sizeof *rule);
                 rule->line = line_number;
                 rule->allow = strcmp(word, "allow") == 0;
                 if (!rule->allow && strcmp(word, "deny") != 0) {
@@ -810,16 +811,43 @@ static bool trusted_directory(const struct stat *st)
 }
 
 /*
- * Opens the absolute PATH one component at a time, never following a symlink, and checks each
- * directory on the way with trusted_directory(). The last component is opened with LAST_FLAGS
- * (plus O_NOFOLLOW) and must be a root-owned regular file that group and others cannot write.
- * Returns the fd, or -1 with errno set and WHY filled (ENOENT on the last component leaves WHY
- * empty: a missing file is not an error for the caller to report).
+ * Opens NAME in DIRECTORY without following a link (LAST_FLAGS added to O_NOFOLLOW): it must be
+ * a regular file owned by root that group and others cannot write. SHOWN names it in messages.
+ * Returns the fd, or -1 with errno set and WHY filled (ENOENT leaves WHY empty: a missing file
+ * is not an error for the caller to report).
  */
-static int open_trusted(const char *path, int last_flags, reason why)
+static int open_file_at(int directory, const char *name, int last_flags, const char *shown,
+                        reason why)
+{
+    why[0] = '\0';
+    int fd = openat(directory, name, last_flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        int saved = errno;
+        if (saved != ENOENT)
+            say(why, "cannot open '%.96s' without following links: %s", shown, strerror(saved));
+        errno = saved;
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 ||
+        (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        say(why, "'%.96s' must be a regular file owned by root that group and others cannot "
+            "write", shown);
+        close(fd);
+        errno = EPERM;
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * Opens the absolute directory PATH one component at a time, never following a symlink, and
+ * checks every directory on the way, PATH included, with trusted_directory(). Returns its fd, or
+ * -1 with errno set and WHY filled.
+ */
+static int open_trusted_directory(const char *path, reason why)
 {
     char copy[PATH_MAX];
-    why[0] = '\0';
     if (path[0] != '/' || strlen(path) >= sizeof copy) {
         say(why, "'%.64s' is not a short absolute path", path);
         errno = EINVAL;
@@ -843,44 +871,61 @@ static int open_trusted(const char *path, int last_flags, reason why)
             errno = saved;
             return -1;
         }
+        if (*cursor == '\0')
+            return directory;
         char *slash = strchr(cursor, '/');
-        bool last = slash == NULL;
-        if (!last)
+        if (slash != NULL)
             *slash = '\0';
-        if (cursor[0] == '\0' || strcmp(cursor, ".") == 0 || strcmp(cursor, "..") == 0) {
+        if (strcmp(cursor, ".") == 0 || strcmp(cursor, "..") == 0 || *cursor == '\0') {
             say(why, "'%.64s' is not a canonical path", path);
             close(directory);
             errno = EINVAL;
             return -1;
         }
-        int flags = last ? last_flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY
-                         : O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-        int next = openat(directory, cursor, flags);
+        int next = openat(directory, cursor, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         saved = errno;
         close(directory);
         if (next < 0) {
-            if (!(last && saved == ENOENT))
-                say(why, "cannot open '%.96s' without following links: %s", path,
-                    strerror(saved));
+            say(why, "cannot open '%.96s' without following links: %s", path, strerror(saved));
             errno = saved;
             return -1;
         }
-        if (last) {
-            if (fstat(next, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 ||
-                (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-                say(why, "'%.96s' must be a regular file owned by root that group and others "
-                    "cannot write", path);
-                close(next);
-                errno = EPERM;
-                return -1;
-            }
-            return next;
-        }
-        *slash = '/';
-        walked = (int)(slash - copy);
-        cursor = slash + 1;
         directory = next;
+        walked = slash != NULL ? (int)(slash - copy) : (int)strlen(path);
+        cursor = slash != NULL ? slash + 1 : cursor + strlen(cursor);
+        if (slash != NULL)
+            *slash = '/';
     }
+}
+
+/*
+ * The file FILE_PATH (absolute) through a trusted directory: its parent is opened with
+ * open_trusted_directory() and the file with open_file_at(). On success *PARENT keeps the
+ * parent directory open when PARENT is not NULL.
+ */
+static int open_trusted(const char *file_path, int last_flags, int *parent, reason why)
+{
+    char directory_path[PATH_MAX];
+    const char *slash = strrchr(file_path, '/');
+    if (slash == NULL || (size_t)(slash - file_path) >= sizeof directory_path) {
+        say(why, "'%.64s' is not a short absolute path", file_path);
+        errno = EINVAL;
+        return -1;
+    }
+    size_t length = slash == file_path ? 1 : (size_t)(slash - file_path);
+    memcpy(directory_path, file_path, length);
+    directory_path[length] = '\0';
+    int directory = open_trusted_directory(directory_path, why);
+    if (directory < 0)
+        return -1;
+    int fd = open_file_at(directory, slash + 1, last_flags, file_path, why);
+    int saved = errno;
+    if (fd >= 0 && parent != NULL)
+        *parent = directory;
+    else
+        close(directory);
+    errno = saved;
+    return fd;
 }
 
 /* ---- step 1: setup -------------------------------------------------------------------------- */
@@ -1031,7 +1076,8 @@ static void load_policy(struct policy *policy, char *path, size_t path_size)
         fail(0, STEP_POLICY, errno, "cannot read /proc/self/exe to find the policy");
     path[length] = '\0';
     reason why;
-    int self = open_trusted(path, O_PATH, why);     /* refuses a hardlink in a user's directory */
+    int directory = -1;           /* one walk: the helper's directory holds its policy too */
+    int self = open_trusted(path, O_PATH, &directory, why); /* refuses a hardlink elsewhere */
     if (self < 0)
         fail(0, STEP_POLICY, errno, "the helper's own path is not trusted: %s", why);
     close(self);
@@ -1042,10 +1088,17 @@ static void load_policy(struct policy *policy, char *path, size_t path_size)
 #endif
     static char text[MAX_POLICY_BYTES + 1];
     reason problem;
-    int fd = open_trusted(path, O_RDONLY | O_NONBLOCK, problem);
+#ifdef PROCKET_POLICY_PATH
+    int fd = open_trusted(path, O_RDONLY | O_NONBLOCK, NULL, problem);
+#else
+    int fd = open_file_at(directory, PROCKET_POLICY_NAME, O_RDONLY | O_NONBLOCK, path, problem);
+    int saved = errno;
+    close(directory);
+    errno = saved;
+#endif
     if (fd < 0 && errno == ENOENT && problem[0] == '\0') {
         /* No file: the built-in default, TCP and UDP for everyone. */
-        memset(policy, 0, sizeof *policy);
+        memset(&policy->rules[0], 0, sizeof policy->rules[0]);
         policy->count = 1;
         policy->rules[0].allow = true;
         policy->rules[0].kinds = KIND_TCP | KIND_UDP;
