@@ -9,6 +9,8 @@ priority up to 6).
 
 from __future__ import annotations
 
+import functools
+import os
 import socket
 from typing import Any
 
@@ -29,8 +31,13 @@ __all__ = [
 _PORT_START_FILE = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 
+@functools.lru_cache(maxsize=1)
 def unprivileged_port_start() -> int:
-    """The lowest port an unprivileged process may bind here (1024 when it cannot be read)."""
+    """
+    The lowest port an unprivileged process may bind here (1024 when it cannot be read), read
+    once: if an administrator changes it later, a port now free of privilege still goes through
+    the helper, and one no longer free is refused in-process and then asked of the helper.
+    """
     try:
         with open(_PORT_START_FILE, encoding="ascii") as setting:
             return int(setting.read())
@@ -40,11 +47,20 @@ def unprivileged_port_start() -> int:
 
 def has_capability(capability: int) -> bool:
     """Whether this process holds CAPABILITY in its effective set."""
-    effective = process_status_field("CapEff")
+    return bool(_effective_capabilities(os.geteuid()) >> capability & 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _effective_capabilities(euid: int) -> int:
+    """
+    The effective capability set, read once per effective uid: capabilities change with the uid
+    (as when twistd drops root), and a stale "may bind" costs no more than a refused bind, after
+    which the helper is asked (see `open_what_needs_no_privilege`).
+    """
     try:
-        return bool(int(effective or "0", 16) >> capability & 1)
+        return int(process_status_field("CapEff") or "0", 16)
     except ValueError:
-        return False
+        return 0
 
 
 def has_bind_capability() -> bool:

@@ -8,6 +8,7 @@ A command is split into an argv (``shlex``), never given to a shell, so
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -106,6 +107,16 @@ def _split(value: Union[str, Sequence[str]], source: str) -> Sequence[str]:
     return list(value)
 
 
+@functools.lru_cache(maxsize=64)
+def _command_from_text(text: str, source: str) -> HelperCommand:
+    """
+    The command for a command line, remembered: splitting and resolving it costs tens of
+    microseconds, and a program asks again and again with the same one. (A failure raises, and
+    is not remembered.)
+    """
+    return _command(_split(text, source), source)
+
+
 def find_helper(
     progname: Progname = None, environ: Optional[Mapping[str, str]] = None
 ) -> HelperCommand:
@@ -121,13 +132,13 @@ def find_helper(
     @raise HelperNotFoundError: when there is no helper, saying how to install one.
     """
     environ = os.environ if environ is None else environ
+    if isinstance(progname, str):
+        return _command_from_text(progname, "progname")
     if progname is not None:
         return _command(_split(progname, "progname"), "progname")
     configured = environ.get(HELPER_ENVIRONMENT_VARIABLE)
     if configured:
-        return _command(
-            _split(configured, HELPER_ENVIRONMENT_VARIABLE), HELPER_ENVIRONMENT_VARIABLE
-        )
+        return _command_from_text(configured, HELPER_ENVIRONMENT_VARIABLE)
     for path in INSTALLED_HELPERS:
         if os.path.exists(path):
             sudo = shutil.which("sudo")

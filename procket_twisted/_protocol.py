@@ -70,9 +70,12 @@ class Answer:
     text: str = ""
 
 
-def receive_packets(channel: socket.socket) -> Tuple[List[Packet], bool]:
+def receive_packets(
+    channel: socket.socket, until_answer: bool = False
+) -> Tuple[List[Packet], bool]:
     """
-    Read every packet waiting on CHANNEL without blocking.
+    Read every packet waiting on CHANNEL without blocking, or, with UNTIL_ANSWER, up to the
+    helper's answer (what follows it is of no use, and reading costs).
 
     @return: the packets, and whether the other side has closed (end of file).
     @raise OSError: if reading fails for a reason other than "nothing more yet".
@@ -92,6 +95,8 @@ def receive_packets(channel: socket.socket) -> Tuple[List[Packet], bool]:
         if not data and not fds:
             return packets, True
         packets.append(Packet(data, list(fds), bool(flags & socket.MSG_CTRUNC)))
+        if until_answer and parse_answer(data) is not None:
+            return packets, False
 
 
 def parse_answer(data: bytes) -> Optional[Answer]:

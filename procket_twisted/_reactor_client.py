@@ -1,10 +1,12 @@
 """
 Getting sockets from the helper without blocking the reactor: the Twisted layer's driver.
 
-The helper runs as a child process the reactor watches (``spawnProcess``, with our end of the
-channel as its stdin, stdout and stderr); when it ends, its reply is read from the channel and
-turned into sockets by the same code as the blocking API (`sockets_from_reply`). A timeout or a
-cancelled Deferred kills it; every received fd is closed unless it is handed to the caller.
+The helper is started as the blocking API starts it (``posix_spawn``, with our end of the channel
+as its stdin, stdout and stderr), at most one per reactor turn, and the reactor watches its pidfd;
+when it ends, its reply is read from the channel and turned into sockets by the same code as the
+blocking API (`sockets_from_reply`). A timeout or a cancelled Deferred kills it; every received fd
+is closed unless it is handed to the caller. (Twisted's ``spawnProcess`` would block the reactor
+several times longer per helper: it checks every signal and every open descriptor.)
 
 Before the reactor runs (``twistd`` calls ``privilegedStartService`` before ``reactor.run()``),
 the blocking API is used instead: nothing is waiting on the reactor yet, and a failure then raises
@@ -13,14 +15,17 @@ at once, so ``twistd --listen procket:tcp:80`` stops with the error, as ``--list
 
 from __future__ import annotations
 
+import collections
 import os
+import signal
 import socket
-from typing import Any, Iterable, List
+import weakref
+from typing import Any, Callable, Deque, Dict, Iterable, List
 
 from twisted.internet import defer
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._api import (
     DEFAULT_TIMEOUT,
@@ -35,84 +40,143 @@ from ._kinds import AnyRequest
 from ._locate import Progname, find_helper
 from ._protocol import Packet, close_fds, receive_packets
 from ._reply import sockets_from_reply
-from ._spawn import helper_argv, spawn_error
+from ._spawn import helper_argv, start_helper
 
 __all__ = ["acquireSockets"]
 
 
-class _HelperProcess(ProcessProtocol):
-    """Watches one helper run; ``ended`` fires with its exit code (``os.waitstatus_to_exitcode``)."""
+@implementer(IReadDescriptor)
+class _ExitWatcher:
+    """
+    Tells when the helper exits, through its pidfd in the reactor (no SIGCHLD machinery): when
+    the pidfd is readable the helper has exited; this reaps it and fires ``ended`` with its exit
+    code. If the reactor stops first, the helper is killed and reaped, so none is left behind.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, reactor: Any, pid: int) -> None:
+        self._reactor = reactor
+        self.pid = pid
+        self._pidfd = os.pidfd_open(pid)
         self.ended: defer.Deferred[int] = defer.Deferred()
+        reactor.addReader(self)
 
-    def processEnded(self, reason: Failure) -> None:
-        status = getattr(reason.value, "status", None)
-        code = os.waitstatus_to_exitcode(status) if status is not None else 255
-        self.ended.callback(code)
+    def fileno(self) -> int:
+        return self._pidfd
+
+    def logPrefix(self) -> str:
+        return "procket-helper"
+
+    def doRead(self) -> None:
+        self._reactor.removeReader(self)
+        self.ended.callback(self._reap())
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._pidfd >= 0:
+            self.kill()
+            self._reap()
 
     def kill(self) -> None:
         """SIGKILL the helper, if it still runs."""
-        if self.transport is None:
-            return
         try:
-            self.transport.signalProcess("KILL")
-        except (ProcessExitedAlready, OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
+
+    def _reap(self) -> int:
+        os.close(self._pidfd)
+        self._pidfd = -1
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+
+class _SpawnPacer:
+    """
+    Starts at most one helper per reactor turn. Each start blocks the reactor for the spawn
+    (about a tenth of a millisecond); a hundred endpoint listens started together would
+    otherwise block it for all of theirs at once.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._waiting: Deque[Callable[[], None]] = collections.deque()
+        self._scheduled = False
+
+    def start(self, spawn: Callable[[], None]) -> None:
+        """Run SPAWN in a coming reactor turn, after the ones queued before it."""
+        self._waiting.append(spawn)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._waiting and not self._scheduled:
+            self._scheduled = True
+            self._reactor.callLater(0, self._next)
+
+    def _next(self) -> None:
+        self._scheduled = False
+        self._waiting.popleft()()
+        self._schedule()
+
+
+_pacers: "weakref.WeakKeyDictionary[Any, _SpawnPacer]" = weakref.WeakKeyDictionary()
+
+
+def _pacer(reactor: Any) -> _SpawnPacer:
+    if reactor not in _pacers:
+        _pacers[reactor] = _SpawnPacer(reactor)
+    return _pacers[reactor]
 
 
 def _run_helper(
     reactor: Any, command_progname: Progname, requests: List[AnyRequest], timeout: float
 ) -> defer.Deferred[List[socket.socket]]:
     command = find_helper(command_progname)
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    process = _HelperProcess()
-    state = {"outcome": "running"}  # running, then done, timeout or cancelled
+    argv = helper_argv(command, requests)
+    state: Dict[str, Any] = {"outcome": "waiting", "watcher": None}  # waiting, running, done...
 
     def cancel(_: defer.Deferred[List[socket.socket]]) -> None:
-        state["outcome"] = "cancelled"
-        process.kill()
+        previous, state["outcome"] = state["outcome"], "cancelled"
+        if previous == "running":
+            state["watcher"].kill()
 
     result: defer.Deferred[List[socket.socket]] = defer.Deferred(cancel)
-    try:
-        fd = theirs.fileno()
-        reactor.spawnProcess(
-            process,
-            command.executable,
-            helper_argv(command, requests),
-            env=dict(os.environ),
-            childFDs={0: fd, 1: fd, 2: fd},
-        )
-    except OSError as error:
-        ours.close()
-        raise spawn_error(error, command) from None
-    finally:
-        theirs.close()
+
+    def spawn() -> None:
+        if state["outcome"] == "cancelled":
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = start_helper(command, argv, theirs)
+        except ProcketError as error:
+            ours.close()
+            state["outcome"] = "done"
+            result.errback(error)
+            return
+        finally:
+            theirs.close()
+        state["outcome"], state["watcher"] = "running", _ExitWatcher(reactor, pid)
+        timer = reactor.callLater(timeout, on_timeout)
+        state["watcher"].ended.addCallback(ended, ours, timer)
 
     def on_timeout() -> None:
         state["outcome"] = "timeout"
-        process.kill()
+        state["watcher"].kill()
 
-    timer = reactor.callLater(timeout, on_timeout)
-
-    def ended(exit_code: int) -> None:
+    def ended(exit_code: int, ours: socket.socket, timer: Any) -> None:
         if timer.active():
             timer.cancel()
         with ours:
-            packets: List[Packet] = receive_packets(ours)[0]
-        if state["outcome"] == "cancelled":
+            packets: List[Packet] = receive_packets(ours, until_answer=True)[0]
+        outcome, state["outcome"] = state["outcome"], "done"
+        if outcome != "running":
             close_fds([fd for packet in packets for fd in packet.fds])
-            return
-        if state["outcome"] == "timeout":
-            close_fds([fd for packet in packets for fd in packet.fds])
-            result.errback(
-                HelperTimeoutError(
-                    f"the helper did not answer within {timeout:g} s and was killed",
-                    step="timeout",
+            if outcome == "timeout":
+                result.errback(
+                    HelperTimeoutError(
+                        f"the helper did not answer within {timeout:g} s and was killed",
+                        step="timeout",
+                    )
                 )
-            )
             return
-        state["outcome"] = "done"
         try:
             sockets = sockets_from_reply(requests, command, packets, exit_code)
         except ProcketError as error:
@@ -120,7 +184,7 @@ def _run_helper(
         else:
             result.callback(sockets)
 
-    process.ended.addCallback(ended)
+    _pacer(reactor).start(spawn)
     return result
 
 

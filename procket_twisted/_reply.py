@@ -154,11 +154,8 @@ def sockets_from_reply(
     @raise ProcketError: the typed error for whatever went wrong.
     """
     fds = [fd for packet in packets for fd in packet.fds]
-    answers = [answer for answer in map(parse_answer, (p.data for p in packets)) if answer]
-    diagnostics = " ".join(
-        p.data.decode("utf-8", "replace").strip() for p in packets if parse_answer(p.data) is None
-    )[:_MAX_DIAGNOSTICS]
-    answer = answers[0] if answers else None
+    parsed = [(packet, parse_answer(packet.data)) for packet in packets]
+    answer = next((answer for _, answer in parsed if answer is not None), None)
     if answer is not None and answer.ok and exit_code == 0:
         if any(p.truncated for p in packets) or answer.count != len(fds):
             close_fds(fds)
@@ -170,4 +167,9 @@ def sockets_from_reply(
     close_fds(fds)
     if answer is not None and not answer.ok:
         raise _answer_error(answer, requests, command)
-    raise _exit_error(exit_code, diagnostics, command)
+    diagnostics = " ".join(
+        packet.data.decode("utf-8", "replace").strip()
+        for packet, answer in parsed
+        if answer is None
+    )
+    raise _exit_error(exit_code, diagnostics[:_MAX_DIAGNOSTICS], command)

@@ -8,6 +8,7 @@ helper's argument (`helper_argument`), and knows whether it needs privilege at a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -43,6 +44,11 @@ def _parse_ip(ip: IPAddressLike) -> Union[ipaddress.IPv4Address, ipaddress.IPv6A
         return _parse_ip_tuple(ip)
     if not isinstance(ip, str):
         raise TypeError(f"ip must be a numeric address string or tuple, not {type(ip).__name__}")
+    return _parse_ip_text(ip)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_ip_text(ip: str) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

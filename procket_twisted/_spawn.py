@@ -29,7 +29,7 @@ from ._locate import INSTALL_HINT, HelperCommand
 from ._protocol import Packet, close_fds, helper_arguments, receive_packets
 from ._reply import sockets_from_reply
 
-__all__ = ["run_helper", "exchange", "spawn_error", "helper_argv"]
+__all__ = ["run_helper", "exchange", "spawn_error", "helper_argv", "start_helper"]
 
 
 def helper_argv(command: HelperCommand, requests: Sequence[AnyRequest]) -> List[str]:
@@ -96,7 +96,11 @@ def spawn_error(error: OSError, command: HelperCommand) -> ProcketError:
     )
 
 
-def _start(command: HelperCommand, argv: List[str], channel: socket.socket) -> int:
+def start_helper(command: HelperCommand, argv: List[str], channel: socket.socket) -> int:
+    """Start the helper with ARGV, CHANNEL as its stdin, stdout and stderr; return its pid.
+
+    @raise ProcketError: when it cannot be started.
+    """
     fd = channel.fileno()
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target in (0, 1, 2)]
     # A one-word command is the helper itself, which reads nothing from its environment (it
@@ -156,7 +160,7 @@ def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet
         raise
     finally:
         os.close(pidfd)
-    return receive_packets(channel)[0], os.waitstatus_to_exitcode(status)
+    return receive_packets(channel, until_answer=True)[0], os.waitstatus_to_exitcode(status)
 
 
 def run_helper(command: HelperCommand, requests: Sequence[AnyRequest], timeout: float) -> List[Any]:
@@ -179,7 +183,7 @@ def exchange(command: HelperCommand, argv: List[str], timeout: float) -> Tuple[L
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours:
         try:
-            pid = _start(command, argv, theirs)
+            pid = start_helper(command, argv, theirs)
         finally:
             theirs.close()
         return _wait(pid, ours, timeout)
