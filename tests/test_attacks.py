@@ -45,6 +45,7 @@ from .support import (
     ipv6_loopback,
     run_unprivileged,
     server_output,
+    skip_with_sanitizer_build,
     start_unprivileged,
 )
 from .test_security_rules import (
@@ -379,6 +380,7 @@ class EnvironmentAttackTests(HelperTestCase):
         attacker's directory, no marker left. A dynamic build of the helper fails this test,
         saying so: its dynamic loader would be one more thing the environment could reach.
         """
+        skip_with_sanitizer_build(self, "the sanitizer runtimes are shared objects")
         everything = self.probes.attacks()["everything at once"]
         caller = Caller(environment={**CALLER_ENVIRONMENT, **everything})
         blocked = BlockedHelper(self, self.request(tcp_spec(self.port)), caller)
