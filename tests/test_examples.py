@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -150,3 +151,44 @@ class ExampleTests(SynchronousTestCase):
             self.assertEqual(datagrams.recv(100), b"over udp")
         self.assertIn(f"as uid {TEST_UID}", server_output(server))
         self.assertNoRootServers(echo)
+
+
+class FrameWatchTests(SynchronousTestCase):
+    """examples/framewatch.py: a packet socket on lo sees the frames of loopback traffic."""
+
+    def setUp(self) -> None:
+        skip_unless_privileged(self)
+        self.prefix = install_prefix(self)
+        self.environment = {"PROCKET_HELPER": self.prefix.helper}
+        self.watcher = os.path.join(examples_directory(), "framewatch.py")
+
+    def test_sees_loopback_traffic(self) -> None:
+        """As nobody, framewatch on lo prints the UDP datagrams sent to 127.0.0.1 and ::1."""
+        self.prefix.write_policy("allow kind=packet ethertype=0x3 device=lo\n")
+        watcher = start_unprivileged(
+            self, [sys.executable, self.watcher, "lo", "--count", "20"], self.environment
+        )
+        deadline = time.monotonic() + 20
+        while "listening on lo" not in server_output(watcher):
+            self.assertIsNone(watcher.poll(), server_output(watcher))
+            self.assertLess(time.monotonic(), deadline, server_output(watcher))
+            time.sleep(0.05)
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_DGRAM) as sender:
+                sender.sendto(b"watched", (address, 9))
+        while not ("127.0.0.1 > 127.0.0.1: udp" in server_output(watcher)
+                   and "::1 > ::1: udp" in server_output(watcher)):  # fmt: skip
+            self.assertLess(time.monotonic(), deadline, server_output(watcher))
+            time.sleep(0.05)
+
+    def test_refused_by_the_default_policy(self) -> None:
+        """Under the default policy it stops with the policy's words, not a traceback."""
+        result = subprocess.run(
+            ["setpriv", f"--reuid={TEST_UID}", "--regid=65534", "--clear-groups", sys.executable,
+             self.watcher, "lo", "--count", "1"],
+            capture_output=True, text=True, timeout=60, cwd="/",
+            env={"PATH": "/usr/bin:/bin", **self.environment},
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        self.assertIn("no rule allows it", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
