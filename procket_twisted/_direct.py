@@ -16,7 +16,7 @@ from typing import Any
 
 from ._diagnose import process_status_field
 from ._kinds import AnyRequest
-from ._options import CAP_NET_BIND_SERVICE, OPTIONS
+from ._options import CAP_NET_BIND_SERVICE, option_capabilities, set_options
 from ._reply import socket_error
 from ._request import SocketRequest
 
@@ -75,12 +75,7 @@ def can_open_directly(request: AnyRequest) -> bool:
     port = request.port
     if not (port == 0 or port >= unprivileged_port_start() or has_bind_capability()):
         return False
-    for option in OPTIONS:
-        value = option.value(request)
-        capability = option.capability_for(value) if value is not None else None
-        if capability is not None and not has_capability(capability):
-            return False
-    return True
+    return all(has_capability(capability) for capability in option_capabilities(request))
 
 
 def open_directly(request: AnyRequest, index: int = 1) -> Any:
@@ -102,10 +97,7 @@ def open_directly(request: AnyRequest, index: int = 1) -> Any:
         step = "setsockopt"
         if request.protocol == "tcp":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        for option in OPTIONS:
-            value = option.value(request)
-            if value is not None:
-                option.set(sock, value)
+        set_options(sock, request)
         step = "bind"
         sock.bind((request.ip, request.port))
         if request.protocol == "tcp":

@@ -11,9 +11,18 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, FrozenSet, Optional, Tuple
 
-__all__ = ["Option", "OPTIONS", "CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN", "CAP_NET_RAW"]
+__all__ = [
+    "Option",
+    "OPTIONS",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "option_capabilities",
+    "set_options",
+    "options_mismatch",
+]
 
 CAP_NET_BIND_SERVICE = 10
 CAP_NET_ADMIN = 12
@@ -116,3 +125,31 @@ OPTIONS = (
     Option("force_send_buffer", "sndbuf", (_SOCKET, _SO_SNDBUFFORCE),
            read_as=(_SOCKET, socket.SO_SNDBUF), capability=CAP_NET_ADMIN, kind="at_least"),
 )  # fmt: skip
+
+
+def option_capabilities(request: Any) -> FrozenSet[int]:
+    """The capabilities that setting REQUEST's options needs."""
+    needed = set()
+    for option in OPTIONS:
+        value = option.value(request)
+        capability = option.capability_for(value) if value is not None else None
+        if capability is not None:
+            needed.add(capability)
+    return frozenset(needed)
+
+
+def set_options(sock: socket.socket, request: Any) -> None:
+    """Set REQUEST's options on SOCK (raises OSError)."""
+    for option in OPTIONS:
+        value = option.value(request)
+        if value is not None:
+            option.set(sock, value)
+
+
+def options_mismatch(sock: socket.socket, request: Any) -> Optional[str]:
+    """Which of REQUEST's options SOCK does not have as asked, or None."""
+    for option in OPTIONS:
+        value = option.value(request)
+        if value is not None and not option.matches(sock, value):
+            return f"option {option.name} is not {value}"
+    return None

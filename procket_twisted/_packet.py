@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import FrozenSet, Optional, Sequence, Tuple
 
-from ._options import CAP_NET_RAW, OPTIONS
+from ._options import CAP_NET_RAW, option_capabilities, options_mismatch, set_options
 from ._reply import socket_error
 from ._request import (
     _check_int,
@@ -134,12 +134,7 @@ class PacketRequest:
 
     def capabilities(self) -> FrozenSet[int]:
         """The capabilities opening it needs."""
-        needed = {CAP_NET_RAW}
-        for option in OPTIONS:
-            value = option.value(self)
-            if value is not None and option.capability_for(value) is not None:
-                needed.add(option.capability_for(value))  # type: ignore[arg-type]
-        return frozenset(needed)
+        return frozenset({CAP_NET_RAW}) | option_capabilities(self)
 
     def open_here(self, index: int) -> socket.socket:
         """Open it in this process (which holds the capabilities), as the helper would."""
@@ -156,10 +151,7 @@ class PacketRequest:
                 buffer = _FilterBuffer(program)
                 sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, buffer.fprog())
                 sock.setsockopt(socket.SOL_SOCKET, _SO_LOCK_FILTER, 1)
-            for option in OPTIONS:
-                value = option.value(self)
-                if value is not None:
-                    option.set(sock, value)
+            set_options(sock, self)
             step = "bind"
             _bind_link(sock, self.ethertype, self.interface)
             if self.promiscuous:
@@ -182,11 +174,7 @@ class PacketRequest:
             return f"bound to ethertype 0x{ethertype:x}, not 0x{self.ethertype:x}"
         if self.interface is not None and name != self.interface:
             return f"bound to interface {name!r}, not {self.interface!r}"
-        for option in OPTIONS:
-            value = option.value(self)
-            if value is not None and not option.matches(sock, value):
-                return f"option {option.name} is not {value}"
-        return None
+        return options_mismatch(sock, self)
 
     def wrap(self, fd: int) -> socket.socket:
         """The socket object for a received fd (ours)."""

@@ -10,7 +10,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Union
 
-from ._options import CAP_NET_RAW, OPTIONS
+from ._options import CAP_NET_RAW, option_capabilities, options_mismatch, set_options
 from ._reply import socket_error
 from ._request import (
     IPAddressLike,
@@ -111,12 +111,7 @@ class RawRequest:
 
     def capabilities(self) -> FrozenSet[int]:
         """The capabilities opening it needs."""
-        needed = {CAP_NET_RAW}
-        for option in OPTIONS:
-            value = option.value(self)
-            if value is not None and option.capability_for(value) is not None:
-                needed.add(option.capability_for(value))  # type: ignore[arg-type]
-        return frozenset(needed)
+        return frozenset({CAP_NET_RAW}) | option_capabilities(self)
 
     def open_here(self, index: int) -> socket.socket:
         """Open it in this process (which holds the capabilities); raises SocketError."""
@@ -129,10 +124,7 @@ class RawRequest:
             step = "setsockopt"
             if self.header_included:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_HDRINCL, 1)
-            for option in OPTIONS:
-                value = option.value(self)
-                if value is not None:
-                    option.set(sock, value)
+            set_options(sock, self)
             if self.ip is not None:
                 step = "bind"
                 sock.bind((self.ip, 0))
@@ -151,11 +143,7 @@ class RawRequest:
             return f"bound to {sock.getsockname()[0]}, not {self.ip}"
         if self.header_included and not sock.getsockopt(socket.IPPROTO_IP, _IP_HDRINCL):
             return "IP_HDRINCL is not set"
-        for option in OPTIONS:
-            value = option.value(self)
-            if value is not None and not option.matches(sock, value):
-                return f"option {option.name} is not {value}"
-        return None
+        return options_mismatch(sock, self)
 
     def wrap(self, fd: int) -> socket.socket:
         """The socket object for a received fd (ours)."""

@@ -13,7 +13,7 @@ from typing import Any, List, Optional, Sequence
 
 from ._errors import HelperFailedError
 from ._kinds import AnyRequest
-from ._options import OPTIONS
+from ._options import options_mismatch
 from ._protocol import close_fds
 from ._request import SocketRequest
 
@@ -43,11 +43,7 @@ def _inet_mismatch(sock: socket.socket, request: SocketRequest) -> Optional[str]
         return f"bound to {host}, not {request.ip}"
     if request.port and port != request.port:
         return f"bound to port {port}, not {request.port}"
-    for option in OPTIONS:
-        value = option.value(request)
-        if value is not None and not option.matches(sock, value):
-            return f"option {option.name} is not {value}"
-    return None
+    return options_mismatch(sock, request)
 
 
 def sockets_from_fds(fds: Sequence[int], requests: Sequence[AnyRequest]) -> List[Any]:
