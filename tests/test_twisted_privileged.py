@@ -149,6 +149,77 @@ class TwistedAsNobodyTests(SynchronousTestCase):
         self.assertEqual(result, {"got": "datagram", "port": port})
 
 
+class AsyncioReactorAsNobodyTests(SynchronousTestCase):
+    """The same endpoints on Twisted's asyncio reactor, as nobody, against the setuid helper."""
+
+    def setUp(self) -> None:
+        skip_unless_privileged(self)
+        self.prefix = install_prefix(self)
+
+    def test_tcp_tcp6_udp_errors_and_cancel(self) -> None:
+        """
+        On the asyncio reactor: procket:tcp and procket:tcp6 accept connections, procket:udp
+        receives, a taken port is a CannotListenError with EADDRINUSE, and a cancelled listen
+        leaves no child behind.
+        """
+        tcp, tcp6, udp = free_port(), free_port(), free_port()
+        code = f"""
+            from twisted.internet import asyncioreactor
+            asyncioreactor.install()
+            import socket as sockets
+            from twisted.internet import reactor as installed
+
+            class Keep(DatagramProtocol):
+                def __init__(self):
+                    self.got = defer.Deferred()
+                def datagramReceived(self, data, address):
+                    self.got.callback(data.decode())
+
+            async def main(reactor):
+                await task.deferLater(reactor, 0)
+                facts = {{"reactor": type(reactor).__name__}}
+                factory = Factory.forProtocol(Protocol)
+                await serverFromString(reactor, "procket:tcp:{tcp}:interface=127.0.0.1").listen(factory)
+                await serverFromString(reactor, "procket:tcp6:{tcp6}:interface=\\:\\:1").listen(factory)
+                protocol = Keep()
+                await datagramEndpointFromString(reactor, "procket:udp:{udp}:interface=127.0.0.1").listen(protocol)
+                for family, address, port in ((sockets.AF_INET, "127.0.0.1", {tcp}),
+                                              (sockets.AF_INET6, "::1", {tcp6})):
+                    client = sockets.socket(family)
+                    client.setblocking(False)
+                    client.connect_ex((address, port))
+                    await task.deferLater(reactor, 0.05)
+                    facts[address] = client.getpeername()[1]
+                    client.close()
+                sender = sockets.socket(sockets.AF_INET, sockets.SOCK_DGRAM)
+                sender.sendto(b"asyncio", ("127.0.0.1", {udp}))
+                facts["udp"] = await protocol.got
+                try:
+                    await serverFromString(reactor, "procket:tcp:{tcp}:interface=127.0.0.1").listen(factory)
+                except CannotListenError as error:
+                    facts["taken"] = error.socketError.errno
+                pending = ProcketServerEndpoint(
+                    reactor, 80, "127.0.0.1", progname=["/bin/sh", "-c", "exec sleep 30"]
+                ).listen(factory)
+                await task.deferLater(reactor, 0.2)
+                pending.cancel()
+                try:
+                    await pending
+                except defer.CancelledError:
+                    pass
+                await task.deferLater(reactor, 0.3)
+                facts["children"] = children()
+                return facts
+            run(main)
+        """
+        result = run_unprivileged(
+            self, TWISTED_PRELUDE + textwrap.dedent(code), {"PROCKET_HELPER": self.prefix.helper}
+        )
+        self.assertEqual(result, {"reactor": "AsyncioSelectorReactor", "127.0.0.1": tcp,
+                                  "::1": tcp6, "udp": "asyncio", "taken": errno.EADDRINUSE,
+                                  "children": []})  # fmt: skip
+
+
 class TwistdAsRootTests(SynchronousTestCase):
     """twistd started as root with --uid and --gid: the port is opened, then root is dropped."""
 
