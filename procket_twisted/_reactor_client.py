@@ -35,12 +35,12 @@ from ._api import (
     open_what_needs_no_privilege,
     renumber,
 )
-from ._errors import HelperTimeoutError, ProcketError
+from ._errors import HelperFailedError, HelperTimeoutError, ProcketError
 from ._kinds import AnyRequest
 from ._locate import Progname, find_helper
 from ._protocol import Packet, close_fds, receive_packets
 from ._reply import sockets_from_reply
-from ._spawn import helper_argv, start_helper
+from ._spawn import helper_argv, start_helper, stop_helper
 
 __all__ = ["acquireSockets"]
 
@@ -113,8 +113,10 @@ class _SpawnPacer:
 
     def _next(self) -> None:
         self._scheduled = False
-        self._waiting.popleft()()
-        self._schedule()
+        try:
+            self._waiting.popleft()()
+        finally:
+            self._schedule()
 
 
 _pacers: "weakref.WeakKeyDictionary[Any, _SpawnPacer]" = weakref.WeakKeyDictionary()
@@ -124,6 +126,12 @@ def _pacer(reactor: Any) -> _SpawnPacer:
     if reactor not in _pacers:
         _pacers[reactor] = _SpawnPacer(reactor)
     return _pacers[reactor]
+
+
+def _cannot_start(what: str, error: OSError) -> HelperFailedError:
+    return HelperFailedError(
+        f"cannot {what}: {error.strerror or error}", errno=error.errno, step="spawn"
+    )
 
 
 def _run_helper(
@@ -140,22 +148,36 @@ def _run_helper(
 
     result: defer.Deferred[List[socket.socket]] = defer.Deferred(cancel)
 
+    def fail(error: ProcketError) -> None:
+        state["outcome"] = "done"
+        result.errback(error)
+
     def spawn() -> None:
         if state["outcome"] == "cancelled":
             return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as error:
+            fail(_cannot_start("make the channel to the helper", error))
+            return
         try:
             pid = start_helper(command, argv, theirs)
         except ProcketError as error:
             ours.close()
-            state["outcome"] = "done"
-            result.errback(error)
+            fail(error)
             return
         finally:
             theirs.close()
-        state["outcome"], state["watcher"] = "running", _ExitWatcher(reactor, pid)
+        try:
+            watcher = _ExitWatcher(reactor, pid)
+        except OSError as error:  # no pidfd: the helper must not be left running or unreaped
+            stop_helper(pid)
+            ours.close()
+            fail(_cannot_start("watch the helper", error))
+            return
+        state["outcome"], state["watcher"] = "running", watcher
         timer = reactor.callLater(timeout, on_timeout)
-        state["watcher"].ended.addCallback(ended, ours, timer)
+        watcher.ended.addCallback(ended, ours, timer)
 
     def on_timeout() -> None:
         state["outcome"] = "timeout"

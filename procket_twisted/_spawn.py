@@ -29,7 +29,14 @@ from ._locate import INSTALL_HINT, HelperCommand
 from ._protocol import Packet, close_fds, helper_arguments, receive_packets
 from ._reply import sockets_from_reply
 
-__all__ = ["run_helper", "exchange", "spawn_error", "helper_argv", "start_helper"]
+__all__ = [
+    "run_helper",
+    "exchange",
+    "spawn_error",
+    "helper_argv",
+    "start_helper",
+    "stop_helper",
+]
 
 
 def helper_argv(command: HelperCommand, requests: Sequence[AnyRequest]) -> List[str]:
@@ -113,7 +120,7 @@ def start_helper(command: HelperCommand, argv: List[str], channel: socket.socket
         raise spawn_error(error, command) from None
 
 
-def _stop(pid: int) -> bool:
+def stop_helper(pid: int) -> bool:
     """
     SIGKILL the helper and reap it. Returns False when it runs as another user (through sudo) and
     cannot be signalled: then a thread reaps it when its own watchdog ends it.
@@ -144,7 +151,7 @@ def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet
         poller.register(pidfd, select.POLLIN)
         if not poller.poll(timeout * 1000):
             reaped = True
-            killed = _stop(pid)
+            killed = stop_helper(pid)
             raise HelperTimeoutError(
                 f"the helper did not answer within {timeout:g} s and was "
                 + ("killed" if killed else "left to its own 10-second watchdog")
@@ -155,7 +162,7 @@ def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet
         reaped = True
     except BaseException:
         if not reaped:
-            _stop(pid)
+            stop_helper(pid)
         close_fds([fd for packet in receive_packets(channel)[0] for fd in packet.fds])
         raise
     finally:

@@ -558,6 +558,36 @@ class RealFailureTests(RealReactorTestCase):
     """Misbehaving helpers, timeouts and cancellation with the real reactor."""
 
     @onRealReactor
+    def test_outOfDescriptors(self) -> Generator[Any, Any, None]:
+        """
+        When the channel or the pidfd cannot be made (EMFILE), the acquisition fails with a
+        HelperFailedError carrying the errno (it does not hang); a started helper is killed and
+        reaped; later acquisitions still work.
+        """
+        from twisted.internet import reactor
+
+        import procket_twisted._reactor_client as client
+
+        request = [SocketRequest(0, "tcp", "127.0.0.1")]
+        for name, target in (("socketpair", client.socket), ("pidfd_open", client.os)):
+            before = children()
+            original = getattr(target, name)
+
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+            setattr(target, name, refuse)
+            try:
+                acquired = acquireSockets(reactor, request, progname=FAKE, direct=False)
+                error = yield self.assertFailure(acquired, HelperFailedError)
+            finally:
+                setattr(target, name, original)
+            self.assertEqual((error.errno, error.step), (errno.EMFILE, "spawn"), name)
+            self.assertEqual(children(), before, name)
+        sockets = yield acquireSockets(reactor, request, progname=FAKE, direct=False)
+        sockets[0].close()
+
+    @onRealReactor
     def test_errorModes(self) -> Generator[Any, Any, None]:
         """
         Every helper misbehaviour makes listen fail with CannotListenError for the endpoint's
