@@ -24,7 +24,7 @@ import tempfile
 import textwrap
 import unittest
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 REQUIRE_VARIABLE = "PROCKET_REQUIRE_PRIVILEGED_TESTS"
 #: A helper binary the privileged tests install instead of the package's (scripts/test sets it to
@@ -63,6 +63,21 @@ def error_facts(error):
 def report(value):
     print(json.dumps(value))
 """
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid of process PID (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def children() -> Set[int]:
+    """The pids whose parent is this process (zombies included)."""
+    return {int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and parent_of(int(entry)) == os.getpid()}  # fmt: skip
 
 
 def set_environment(testcase: unittest.TestCase, name: str, value: Optional[str]) -> None:

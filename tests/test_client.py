@@ -42,7 +42,7 @@ from procket_twisted import (
     listen_many,
 )
 
-from .support import ipv6_loopback, set_environment
+from .support import children, ipv6_loopback, set_environment
 
 FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
 FAKE = [sys.executable, FAKE_HELPER]
@@ -52,22 +52,6 @@ MISSING_HELPER = "/nonexistent/procket-helper"
 def open_fds() -> Set[int]:
     """The fds open in this process now."""
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
-
-
-def children() -> Set[int]:
-    """The pids whose parent is this process (zombies included)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            found.add(int(entry))
-    return found
 
 
 def free_port(kind: int = socket.SOCK_STREAM, ip: str = "127.0.0.1") -> int:

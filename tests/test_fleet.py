@@ -19,6 +19,7 @@ from .support import (
     examples_directory,
     free_port,
     install_prefix,
+    parent_of,
     process_users,
     server_output,
     skip_unless_privileged,
@@ -76,7 +77,7 @@ class FleetTests(SynchronousTestCase):
     def workers(self, fleet: subprocess.Popen) -> dict:
         """pid -> uid of the fleet's worker processes (its children's children: setpriv execs)."""
         return {
-            pid: uid for pid, uid in process_users(self.site).items() if _parent(pid) == fleet.pid
+            pid: uid for pid, uid in process_users(self.site).items() if parent_of(pid) == fleet.pid
         }
 
     def test_reuseport_workers_all_serve(self) -> None:
@@ -86,11 +87,3 @@ class FleetTests(SynchronousTestCase):
     def test_shared_socket_workers_serve(self) -> None:
         """One socket acquired once and handed to four workers: they answer, as nobody."""
         self.assertGreaterEqual(len(self.serve("--shared")), 1)
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return 0

@@ -49,7 +49,7 @@ from procket_twisted.endpoints import (
     acquireSockets,
 )
 
-from .support import ipv6_loopback, set_environment
+from .support import children, ipv6_loopback, set_environment
 
 FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
 FAKE = [sys.executable, FAKE_HELPER]
@@ -96,22 +96,6 @@ def describeFds(fds: Set[int]) -> Dict[int, str]:
         except OSError:
             pass  # closed meanwhile, or the listing's own descriptor
     return described
-
-
-def children() -> Set[int]:
-    """The pids whose parent is this process (zombies included)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            found.add(int(entry))
-    return found
 
 
 def sleep(reactor: Any, seconds: float) -> defer.Deferred[None]:
