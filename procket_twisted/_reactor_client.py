@@ -2,7 +2,8 @@
 Getting sockets from the helper without blocking the reactor: the Twisted layer's driver.
 
 The helper is started as the blocking API starts it (``posix_spawn``, with our end of the channel
-as its stdin, stdout and stderr), at most one per reactor turn, and the reactor watches its pidfd;
+as its stdin, stdout and stderr), when the pacer (`procket_twisted._pacer`) says so: one per
+reactor turn, a few at a time. The reactor watches its pidfd;
 when it ends, its reply is read from the channel and turned into sockets by the same code as the
 blocking API (`sockets_from_reply`). A timeout or a cancelled Deferred kills it; every received fd
 is closed unless it is handed to the caller. (Twisted's ``spawnProcess`` would block the reactor
@@ -15,12 +16,10 @@ at once, so ``twistd --listen procket:tcp:80`` stops with the error, as ``--list
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import socket
-import weakref
-from typing import Any, Callable, Deque, Dict, Iterable, List
+from typing import Any, Iterable, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReadDescriptor
@@ -37,7 +36,8 @@ from ._api import (
 )
 from ._errors import HelperFailedError, HelperTimeoutError, ProcketError
 from ._kinds import AnyRequest
-from ._locate import Progname, find_helper
+from ._locate import HelperCommand, Progname, find_helper
+from ._pacer import pacer_for
 from ._protocol import Packet, close_fds, receive_packets
 from ._reply import sockets_from_reply
 from ._spawn import helper_argv, start_helper, stop_helper
@@ -89,125 +89,115 @@ class _ExitWatcher:
         return os.waitstatus_to_exitcode(status)
 
 
-class _SpawnPacer:
-    """
-    Starts at most one helper per reactor turn. Each start blocks the reactor for the spawn
-    (about a tenth of a millisecond); a hundred endpoint listens started together would
-    otherwise block it for all of theirs at once.
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._waiting: Deque[Callable[[], None]] = collections.deque()
-        self._scheduled = False
-
-    def start(self, spawn: Callable[[], None]) -> None:
-        """Run SPAWN in a coming reactor turn, after the ones queued before it."""
-        self._waiting.append(spawn)
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if self._waiting and not self._scheduled:
-            self._scheduled = True
-            self._reactor.callLater(0, self._next)
-
-    def _next(self) -> None:
-        self._scheduled = False
-        try:
-            self._waiting.popleft()()
-        finally:
-            self._schedule()
-
-
-_pacers: "weakref.WeakKeyDictionary[Any, _SpawnPacer]" = weakref.WeakKeyDictionary()
-
-
-def _pacer(reactor: Any) -> _SpawnPacer:
-    if reactor not in _pacers:
-        _pacers[reactor] = _SpawnPacer(reactor)
-    return _pacers[reactor]
-
-
 def _cannot_start(what: str, error: OSError) -> HelperFailedError:
     return HelperFailedError(
         f"cannot {what}: {error.strerror or error}", errno=error.errno, step="spawn"
     )
 
 
-def _run_helper(
-    reactor: Any, command_progname: Progname, requests: List[AnyRequest], timeout: float
-) -> defer.Deferred[List[socket.socket]]:
-    command = find_helper(command_progname)
-    argv = helper_argv(command, requests)
-    state: Dict[str, Any] = {"outcome": "waiting", "watcher": None}  # waiting, running, done...
+class _HelperRun:
+    """
+    One helper run for a list of requests, from its place in the pacer's queue to its Deferred
+    firing: `spawn` is the pacer's job (all the work happens there, so that queueing many runs in
+    one reactor turn costs that turn little), `ended` reads the reply when the helper has exited.
+    """
 
-    def cancel(_: defer.Deferred[List[socket.socket]]) -> None:
-        previous, state["outcome"] = state["outcome"], "cancelled"
+    def __init__(
+        self, reactor: Any, progname: Progname, requests: List[AnyRequest], timeout: float
+    ) -> None:
+        self._reactor = reactor
+        self._progname = progname
+        self._requests = requests
+        self._timeout = timeout
+        self._outcome = "waiting"  # then running; or cancelled, timeout; done
+        self._watcher: Any = None
+        self.result: defer.Deferred[List[socket.socket]] = defer.Deferred(self._cancel)
+        pacer_for(reactor).start(self._spawn)
+
+    def _cancel(self, _: defer.Deferred[List[socket.socket]]) -> None:
+        previous, self._outcome = self._outcome, "cancelled"
         if previous == "running":
-            state["watcher"].kill()
+            self._watcher.kill()
 
-    result: defer.Deferred[List[socket.socket]] = defer.Deferred(cancel)
+    def _fail(self, error: ProcketError) -> None:
+        self._outcome = "done"
+        self.result.errback(error)
 
-    def fail(error: ProcketError) -> None:
-        state["outcome"] = "done"
-        result.errback(error)
-
-    def spawn() -> None:
-        if state["outcome"] == "cancelled":
-            return
+    def _spawn(self) -> Optional[defer.Deferred[Any]]:
+        """
+        Start the helper, unless cancelled; return the Deferred that fires when it has ended, or
+        None when it was not started.
+        """
+        if self._outcome == "cancelled":
+            return None
+        try:
+            command = find_helper(self._progname)
+            argv = helper_argv(command, self._requests)
+        except ProcketError as error:
+            self._fail(error)
+            return None
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as error:
-            fail(_cannot_start("make the channel to the helper", error))
-            return
+            self._fail(_cannot_start("make the channel to the helper", error))
+            return None
         try:
             pid = start_helper(command, argv, theirs)
         except ProcketError as error:
             ours.close()
-            fail(error)
-            return
+            self._fail(error)
+            return None
         finally:
             theirs.close()
         try:
-            watcher = _ExitWatcher(reactor, pid)
+            self._watcher = _ExitWatcher(self._reactor, pid)
         except OSError as error:  # no pidfd: the helper must not be left running or unreaped
             stop_helper(pid)
             ours.close()
-            fail(_cannot_start("watch the helper", error))
-            return
-        state["outcome"], state["watcher"] = "running", watcher
-        timer = reactor.callLater(timeout, on_timeout)
-        watcher.ended.addCallback(ended, ours, timer)
+            self._fail(_cannot_start("watch the helper", error))
+            return None
+        self._outcome = "running"
+        timer = self._reactor.callLater(self._timeout, self._on_timeout)
+        # The pacer's own Deferred, fired first thing when the helper has ended: the helper's
+        # place is free before anyone learns the outcome.
+        place: defer.Deferred[Any] = defer.Deferred()
+        self._watcher.ended.addCallback(self._ended, command, ours, timer, place)
+        return place
 
-    def on_timeout() -> None:
-        state["outcome"] = "timeout"
-        state["watcher"].kill()
+    def _on_timeout(self) -> None:
+        self._outcome = "timeout"
+        self._watcher.kill()
 
-    def ended(exit_code: int, ours: socket.socket, timer: Any) -> None:
+    def _ended(
+        self,
+        exit_code: int,
+        command: HelperCommand,
+        ours: socket.socket,
+        timer: Any,
+        place: defer.Deferred[Any],
+    ) -> None:
+        place.callback(None)
         if timer.active():
             timer.cancel()
         with ours:
             packets: List[Packet] = receive_packets(ours, until_answer=True)[0]
-        outcome, state["outcome"] = state["outcome"], "done"
+        outcome, self._outcome = self._outcome, "done"
         if outcome != "running":
             close_fds([fd for packet in packets for fd in packet.fds])
             if outcome == "timeout":
-                result.errback(
+                self.result.errback(
                     HelperTimeoutError(
-                        f"the helper did not answer within {timeout:g} s and was killed",
+                        f"the helper did not answer within {self._timeout:g} s and was killed",
                         step="timeout",
                     )
                 )
             return
         try:
-            sockets = sockets_from_reply(requests, command, packets, exit_code)
+            sockets = sockets_from_reply(self._requests, command, packets, exit_code)
         except ProcketError as error:
-            result.errback(error)
+            self.result.errback(error)
         else:
-            result.callback(sockets)
-
-    _pacer(reactor).start(spawn)
-    return result
+            self.result.callback(sockets)
 
 
 def acquireSockets(
@@ -247,8 +237,5 @@ def acquireSockets(
             renumber(failure.value, privileged)
         return failure
 
-    try:
-        running = _run_helper(reactor, progname, [wanted[p] for p in privileged], timeout)
-    except ProcketError:
-        return defer.fail().addErrback(undo)
-    return running.addCallbacks(merge, undo)
+    run = _HelperRun(reactor, progname, [wanted[p] for p in privileged], timeout)
+    return run.result.addCallbacks(merge, undo)

@@ -1,6 +1,6 @@
 # The Debian packages the tests, the demo and the benchmarks need, installed when missing (as root).
 # Sourced by scripts/test and scripts/demo.
-PROCKET_DEBIAN_PACKAGES="gcc libc6-dev python3-venv util-linux strace sudo curl dnsutils iputils-ping iproute2"
+PROCKET_DEBIAN_PACKAGES="gcc libc6-dev musl-tools python3-venv util-linux strace sudo curl dnsutils iputils-ping iproute2"
 
 install_debian_packages() {
     local missing=()

@@ -454,6 +454,26 @@ class RealEndpointTests(RealReactorTestCase):
         self.assertEqual(len(runs()), 2)
 
     @onRealReactor
+    def test_manyAtOnce(self) -> Generator[Any, Any, None]:
+        """
+        Eight listens started in one turn, more than the pacer runs at a time, all succeed, each
+        on its own port from its own helper run; one queued behind them and cancelled never runs a
+        helper; afterwards nothing is left open or running.
+        """
+        runs = self.runLog()
+        before = self.snapshot()
+        listening = [self.endpoint().listen(EchoFactory()) for _ in range(9)]
+        listening[-1].cancel()
+        yield self.assertFailure(listening.pop(), defer.CancelledError)
+        ports = yield defer.gatherResults(listening)
+        try:
+            self.assertEqual(len({port.getHost().port for port in ports}), 8)
+            self.assertEqual(len(runs()), 8)
+        finally:
+            yield defer.gatherResults([port.stopListening() for port in ports])
+        yield self.assertNothingLeft(before)
+
+    @onRealReactor
     def test_tls(self) -> Generator[Any, Any, None]:
         """
         A TLS endpoint built from a ``procket:ssl`` string's context, over a helper-provided

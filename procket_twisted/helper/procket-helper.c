@@ -935,7 +935,7 @@ static void setup(void)
     sigset_t none;
     for (int sig = 1; sig <= SIGRTMAX; sig++)       /* dispositions and mask are inherited */
         if (sig != SIGKILL && sig != SIGSTOP && signal(sig, SIG_DFL) == SIG_ERR &&
-            !(errno == EINVAL && sig > 31 && sig < SIGRTMIN))   /* the C library's own two */
+            !(errno == EINVAL && sig > 31 && sig < SIGRTMIN))   /* the C library's own */
             fail(0, STEP_SETUP, errno, "cannot reset signal %d", sig);
     if (signal(SIGTSTP, SIG_IGN) == SIG_ERR || signal(SIGTTIN, SIG_IGN) == SIG_ERR ||
         signal(SIGTTOU, SIG_IGN) == SIG_ERR || sigemptyset(&none) != 0 ||
@@ -1447,13 +1447,19 @@ static void send_sockets(const int *fds, unsigned count)
     message.msg_iov = &iov;
     message.msg_iovlen = 1;
     message.msg_control = control.buffer;
-    message.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+    /* The length fields are size_t in glibc and socklen_t in musl; the values are small. */
+    message.msg_controllen = (__typeof__(message.msg_controllen))CMSG_SPACE(sizeof(int) * count);
     struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (header == NULL)
+        fail(0, STEP_SEND, EINVAL, "no room for the sockets in the message");
     header->cmsg_level = SOL_SOCKET;
     header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int) * count);
+    header->cmsg_len = (__typeof__(header->cmsg_len))CMSG_LEN(sizeof(int) * count);
     memcpy(CMSG_DATA(header), fds, sizeof(int) * count);
-    ssize_t sent = sendmsg(0, &message, MSG_NOSIGNAL);
+    /* The system call itself: musl's sendmsg() wrapper refuses more than 1024 bytes of control
+     * data (ENOMEM), which 253 descriptors exceed. Both structures were zeroed, so their padding
+     * (musl's, where the kernel has wider fields) reads as the kernel expects. */
+    long sent = syscall(SYS_sendmsg, 0, &message, MSG_NOSIGNAL);
     if (sent != length)
         fail(0, STEP_SEND, sent < 0 ? errno : EIO, "cannot send the sockets to the caller");
 }
