@@ -77,6 +77,17 @@ def summarize_lateness(values: List[float]) -> Dict[str, Any]:
     }
 
 
+def windows_worst(samples: List[float], windows: int) -> float:
+    """
+    The median over WINDOWS equal windows of SAMPLES (the idle reactor's, in order) of each
+    window's worst: the idle figure to set beside a scenario's median of its runs' worst.
+    """
+    size = len(samples) // windows if windows > 0 else 0
+    if size == 0:
+        return float("nan")
+    return median([max(samples[at * size : (at + 1) * size]) for at in range(windows)])
+
+
 def main() -> None:
     """Measure, print the JSON result."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -137,6 +148,7 @@ def main() -> None:
         await sleep(reactor, arguments.idle_seconds)
         idle = ticker.lateness_ms(start, time.monotonic())
         lateness: Dict[str, List[float]] = {name: [] for name in scenarios}
+        run_worst: Dict[str, List[float]] = {name: [] for name in scenarios}
         durations: Dict[str, List[float]] = {name: [] for name in scenarios}
         for _ in range(arguments.repeat):
             for name, scenario in scenarios.items():
@@ -144,7 +156,9 @@ def main() -> None:
                 listening = await scenario(reactor)
                 end = time.monotonic()
                 await sleep(reactor, 0.01)  # a stall right at the end shows in the next tick
-                lateness[name].extend(ticker.lateness_ms(start, time.monotonic()))
+                this_run = ticker.lateness_ms(start, time.monotonic())
+                lateness[name].extend(this_run)
+                run_worst[name].append(max(this_run, default=0.0))
                 durations[name].append((end - start) * 1000)
                 got = sorted(port.getHost().port for port in listening)
                 if name != "native" and got != sorted(ports):
@@ -152,9 +166,17 @@ def main() -> None:
                 await defer.gatherResults([port.stopListening() for port in listening])
                 await sleep(reactor, 0.05)
         ticker.stop()
-        result["idle"] = summarize_lateness(idle)
+        result["idle"] = dict(
+            summarize_lateness(idle),
+            median_run_worst_ms=windows_worst(idle, arguments.repeat),
+        )
         result["scenarios"] = {
-            name: dict(summarize_lateness(values), duration_ms=median(durations[name]))
+            name: dict(
+                summarize_lateness(values),
+                duration_ms=median(durations[name]),
+                median_run_worst_ms=median(run_worst[name]),
+                runs=len(run_worst[name]),
+            )
             for name, values in lateness.items()
         }
         result["samples_ms"] = dict(lateness, idle=idle)

@@ -41,7 +41,7 @@ SIZES = {
         "sudo_every": 5,
         "root_rounds": 1000,
         "batch_rounds": 400,
-        "stall_repeat": 5,
+        "stall_repeat": 7,
         "idle_seconds": 2.0,
         "web_rounds": 12,
         "web_seconds": 2,
@@ -71,7 +71,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--helper", required=True, help="the helper installed setuid root")
     parser.add_argument("--sudo-helper", required=True, help="the helper installed for sudo -n")
     parser.add_argument("--noop", required=True, help="a static do-nothing program")
-    parser.add_argument("--setuid-noop", required=True, help="the same, setuid root")
+    parser.add_argument(
+        "--setuid-noop",
+        required=True,
+        help="a static do-nothing program, built like the helper, setuid root",
+    )
+    parser.add_argument("--musl-noop", help="the static do-nothing program built with musl")
     parser.add_argument("--site", required=True, help="a directory with index.html, for (d)")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     parser.add_argument("--quick", action="store_true", help="fewer runs, for development")
@@ -227,6 +232,7 @@ def main() -> int:
                     arguments.noop,
                     "--setuid-noop",
                     arguments.setuid_noop,
+                    *(["--musl-noop", arguments.musl_noop] if arguments.musl_noop else []),
                     "--ports",
                     ",".join(map(str, ports["spawn"])),
                     "--rounds",

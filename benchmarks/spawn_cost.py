@@ -13,9 +13,11 @@ a running Twisted reactor, each of:
   its stdin, the address and port as hex arguments, then ``listen()`` here;
 - ``true``: ``subprocess.run(["/bin/true"])``, the yardstick;
 - ``floor``: ``os.posix_spawn`` of a static do-nothing program and ``waitpid``, the floor;
-- two rows that split the helper's cost: ``setuid_floor`` (the same do-nothing program, setuid
-  root) and ``raw_helper`` (the helper run with the least Python possible: ``posix_spawn``,
-  ``waitpid``, one ``recvmsg``).
+- ``floor_musl``: the same with the do-nothing program built with musl (when given), the floor of
+  a helper built with musl, which skips glibc's start-up CPU detection;
+- two rows that split the helper's cost: ``setuid_floor`` (the do-nothing program built with the
+  helper's C library, setuid root) and ``raw_helper`` (the helper run with the least Python
+  possible: ``posix_spawn``, ``waitpid``, one ``recvmsg``).
 
 Run as root (``--as-root``) it times ``in_process``: the same ``socket()``, ``bind()``,
 ``listen()`` in Python, which root may do, interleaved with ``true`` and ``floor`` again.
@@ -51,7 +53,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--helper", help="the setuid helper")
     parser.add_argument("--sudo-helper", help="the helper installed for sudo -n")
     parser.add_argument("--noop", required=True, help="the static do-nothing program")
-    parser.add_argument("--setuid-noop", help="the same program, setuid root")
+    parser.add_argument(
+        "--setuid-noop", help="a do-nothing program built with the helper's C library, setuid root"
+    )
+    parser.add_argument("--musl-noop", help="the do-nothing program built with musl")
     parser.add_argument(
         "--ports",
         required=True,
@@ -234,6 +239,8 @@ def unprivileged_variants(arguments: argparse.Namespace, reactor: Any) -> Dict[s
         "setuid_floor": floor_variant(arguments.setuid_noop),
         "raw_helper": raw_helper_variant(helper, raw_port),
     }
+    if arguments.musl_noop:
+        variants["floor_musl"] = floor_variant(arguments.musl_noop)
     ports = {
         "listen": listen_port,
         "reactor": reactor_port,
