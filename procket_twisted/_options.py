@@ -127,29 +127,39 @@ OPTIONS = (
 )  # fmt: skip
 
 
+_ASKED = "_procket_asked_options"
+
+
+def asked_options(request: Any) -> Tuple[Tuple[Option, Any], ...]:
+    """
+    The options REQUEST asks for, each with its value, in `OPTIONS` order. Requests are frozen,
+    so the answer is kept on the request: a socket's checks read it again for every socket.
+    """
+    try:
+        asked: Tuple[Tuple[Option, Any], ...] = request.__dict__[_ASKED]
+    except KeyError:
+        asked = tuple(
+            (option, value) for option in OPTIONS if (value := option.value(request)) is not None
+        )
+        object.__setattr__(request, _ASKED, asked)
+    return asked
+
+
 def option_capabilities(request: Any) -> FrozenSet[int]:
     """The capabilities that setting REQUEST's options needs."""
-    needed = set()
-    for option in OPTIONS:
-        value = option.value(request)
-        capability = option.capability_for(value) if value is not None else None
-        if capability is not None:
-            needed.add(capability)
-    return frozenset(needed)
+    needed = (option.capability_for(value) for option, value in asked_options(request))
+    return frozenset(capability for capability in needed if capability is not None)
 
 
 def set_options(sock: socket.socket, request: Any) -> None:
     """Set REQUEST's options on SOCK (raises OSError)."""
-    for option in OPTIONS:
-        value = option.value(request)
-        if value is not None:
-            option.set(sock, value)
+    for option, value in asked_options(request):
+        option.set(sock, value)
 
 
 def options_mismatch(sock: socket.socket, request: Any) -> Optional[str]:
     """Which of REQUEST's options SOCK does not have as asked, or None."""
-    for option in OPTIONS:
-        value = option.value(request)
-        if value is not None and not option.matches(sock, value):
+    for option, value in asked_options(request):
+        if not option.matches(sock, value):
             return f"option {option.name} is not {value}"
     return None

@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
-from ._options import OPTIONS
+from ._options import asked_options
 
 __all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
 
@@ -117,20 +117,13 @@ def check_options(request: object) -> None:
 
 def requested_options(request: object) -> Dict[str, object]:
     """The socket options REQUEST asks for, by their policy name (``{"mark": 42, ...}``)."""
-    wanted = {}
-    for option in OPTIONS:
-        value = option.value(request)
-        if value is not None:
-            wanted[option.name] = value
-    return wanted
+    return {option.name: value for option, value in asked_options(request)}
 
 
 def option_arguments(request: object) -> List[str]:
     """The helper's ``name=value`` parts for the options REQUEST asks for."""
     return [
-        f"{option.name}={option.helper_value(value)}"
-        for option in OPTIONS
-        if (value := option.value(request)) is not None
+        f"{option.name}={option.helper_value(value)}" for option, value in asked_options(request)
     ]
 
 

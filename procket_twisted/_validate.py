@@ -39,7 +39,8 @@ def _inet_mismatch(sock: socket.socket, request: SocketRequest) -> Optional[str]
     if request.protocol == "tcp" and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
         return "a TCP socket that is not listening"
     host, port = sock.getsockname()[:2]
-    if ipaddress.ip_address(host) != request.address:
+    # request.ip is the address's canonical text, as the kernel's is: parse only when they differ.
+    if host != request.ip and ipaddress.ip_address(host) != request.address:
         return f"bound to {host}, not {request.ip}"
     if request.port and port != request.port:
         return f"bound to port {port}, not {request.port}"
