@@ -30,9 +30,10 @@ def mismatch(handle: Any, request: AnyRequest) -> Optional[str]:
 
 
 def _inet_mismatch(sock: socket.socket, request: SocketRequest) -> Optional[str]:
-    if sock.family != request.family:
+    kernel: Any = super(socket.socket, sock)  # family and type as numbers: no enum lookup
+    if kernel.family != request.family:
         return f"family {sock.family.name}, not {request.family.name}"
-    if sock.type != request.type:
+    if kernel.type != request.type:
         return f"type {sock.type.name}, not {request.type.name}"
     if sock.proto != _PROTOCOL_NUMBERS[request.protocol]:
         return f"protocol {sock.proto}, not {request.protocol}"

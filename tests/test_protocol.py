@@ -507,6 +507,25 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
         udp = self.received(self.udp())
         self.assertIn("type", mismatch(udp, SocketRequest(0, ip="127.0.0.1")) or "")
 
+    def test_addressWrittenDifferently(self) -> None:
+        """
+        An address the kernel writes differently from Python (an IPv4-mapped IPv6 address:
+        ``::ffff:127.0.0.1`` against ``::ffff:7f00:1``) still matches its request; another
+        address does not.
+        """
+        if not ipv6_loopback():
+            raise self.skipTest("no IPv6 here")
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::ffff:127.0.0.1", 0))
+        sock.listen(1)
+        sock = self.received(sock)
+        request = SocketRequest(0, ip="::ffff:127.0.0.1")
+        self.assertNotEqual(sock.getsockname()[0], request.ip)
+        self.assertIsNone(mismatch(sock, request))
+        self.assertIn("bound to", mismatch(sock, SocketRequest(0, ip="::ffff:127.0.0.2")) or "")
+
     def test_v6only(self) -> None:
         """For IPv6 with v6only set, the socket's IPV6_V6ONLY must match."""
         if not ipv6_loopback():
