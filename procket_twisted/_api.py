@@ -33,7 +33,7 @@ __all__ = [
     "close_sockets",
 ]
 
-#: Seconds to wait for the helper. It answers in about a millisecond; sudo may take longer.
+#: Seconds to wait for the helper. It answers in well under a millisecond; sudo may take longer.
 DEFAULT_TIMEOUT = 5.0
 _DENIED = (1, 13)
 _KINDS = (

@@ -8,9 +8,9 @@ helpers within a few turns, and they would compete with the reactor, and with ea
 for the CPUs. Measured on 2 CPUs (benchmarks/README.md, measurement (c)): with two helpers at a
 time a start blocked the reactor 1.2 ms (p90); with one at a time, 0.12 ms.
 
-A helper that is still running after `SLOW_HELPER` seconds (it normally takes about a millisecond;
-``sudo`` about seven) gives up its place, so that one stuck helper does not hold up the others for
-its whole timeout.
+A helper that is still running after `SLOW_HELPER` seconds (it normally takes well under a
+millisecond; through ``sudo``, about seven) gives up its place, so that one stuck helper does not
+hold up the others for its whole timeout.
 """
 
 from __future__ import annotations
