@@ -650,14 +650,21 @@ report({{"last": attempts[-1], "tries": len(attempts), "fds back": open_fds() ==
         The caller SIGSTOPs its helper (three sockets) at 30 random moments (the first right
         after starting it), holds it stopped for 10 ms when the stop landed in time, then SIGCONTs
         it: every run completes normally, exit 0 with "ok 3" and three sockets the caller owns.
+        A policy of 255 rules that do not match keeps the helper running long enough (the musl
+        build otherwise ends in about 0.1 ms, often before the caller's first stop lands).
         """
+        rules = [
+            "deny kind=tcp,udp user=" + ",".join(str(1000 + 16 * rule + n) for n in range(16))
+            for rule in range(255)
+        ]
+        self.prefix.write_policy("\n".join(rules) + "\nallow kind=tcp,udp\n")
         result = self.run_as_caller(
             """
 baseline = open_fds()
 runs, stopped = [], 0
 for run in range(30):
     pid, channel = start()
-    time.sleep(0 if run == 0 else random.uniform(0, 0.002))
+    time.sleep(0 if run == 0 else random.uniform(0, 0.0005))
     os.kill(pid, signal.SIGSTOP)
     seen = wait_state(pid, "TZ")
     held = None
