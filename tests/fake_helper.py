@@ -119,7 +119,7 @@ def split_argv(argv: List[str]) -> Tuple[List[str], List[str]]:
     if "v1" not in argv:
         fail(0, "parse", 22, "no protocol version: this helper speaks v1")
     at = argv.index("v1")
-    return argv[:at], argv[at + 1:]
+    return argv[:at], argv[at + 1 :]
 
 
 def main() -> None:
@@ -150,7 +150,7 @@ def main() -> None:
         os.kill(os.getpid(), signal.SIGRTMIN + 6)  # its default action ends the process
         time.sleep(HANG_SECONDS)
     if mode.startswith("error-"):
-        step = mode[len("error-"):]
+        step = mode[len("error-") :]
         fail(1, step, ERRNOS[step], f"fake {step} failure")
     if mode == "garbage":
         send("Segmentation fault? no: just some text that is not the protocol\n")

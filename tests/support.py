@@ -34,12 +34,10 @@ TEST_USER = "nobody"
 TEST_UID = pwd.getpwnam(TEST_USER).pw_uid
 TEST_GID = pwd.getpwnam(TEST_USER).pw_gid
 
-#: Code run before every unprivileged snippet: JSON output and leak snapshots.
-PRELUDE = """\
-import errno, json, os, socket, sys
-import procket_twisted
-from procket_twisted import *
-
+#: Source of ``open_fds()`` (this process's fds, sorted) and ``children()`` (the pids whose parent
+#: is this process, zombies included), for code run in another process: part of `PRELUDE`, and
+#: pasted into scripts that run without it (they need only ``import os`` before it).
+LEAK_PROBES_SOURCE = """\
 def open_fds():
     return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
 
@@ -48,14 +46,25 @@ def children():
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                with open(f"/proc/{pid}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{pid}/stat") as stat_file:
+                    fields = stat_file.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             if int(fields[1]) == os.getpid():
                 found.append(int(pid))
     return found
+"""
 
+#: Code run before every unprivileged snippet: JSON output and leak snapshots.
+PRELUDE = (
+    """\
+import errno, json, os, socket, sys
+import procket_twisted
+from procket_twisted import *
+
+"""
+    + LEAK_PROBES_SOURCE
+    + """
 def error_facts(error):
     return {"type": type(error).__name__, "errno": error.errno, "step": error.step,
             "index": error.index, "message": str(error)}
@@ -63,6 +72,7 @@ def error_facts(error):
 def report(value):
     print(json.dumps(value))
 """
+)
 
 
 def parent_of(pid: int) -> int:

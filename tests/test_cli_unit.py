@@ -12,7 +12,6 @@ import os
 import shlex
 import shutil
 import socket
-import sys
 import tempfile
 from typing import List, Tuple
 
@@ -22,6 +21,7 @@ import procket_twisted._doctor
 import procket_twisted._locate
 from procket_twisted._cli import main
 
+from .fake_helper_support import FAKE
 from .support import (
     cli_command,
     run_command_unprivileged,
@@ -29,8 +29,7 @@ from .support import (
     skip_unless_privileged,
 )
 
-FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
-FAKE_COMMAND = shlex.join([sys.executable, FAKE_HELPER])
+FAKE_COMMAND = shlex.join(FAKE)
 MISSING_HELPER = "/nonexistent/procket-twisted/procket-helper"
 
 

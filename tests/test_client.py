@@ -12,13 +12,11 @@ path is what runs.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
 import shlex
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from typing import Any, Callable, List, Set
@@ -42,10 +40,15 @@ from procket_twisted import (
     listen_many,
 )
 
+from .fake_helper_support import (
+    FAKE,
+    FAKE_HELPER,
+    log_fake_helper_runs,
+    reset_fake_helper,
+    set_fake_helper_mode,
+)
 from .support import children, ipv6_loopback, set_environment
 
-FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
-FAKE = [sys.executable, FAKE_HELPER]
 MISSING_HELPER = "/nonexistent/procket-helper"
 
 
@@ -66,12 +69,11 @@ class ClientTestCase(SynchronousTestCase):
     """The fake helper's mode and run log, and leak checks."""
 
     def setUp(self) -> None:
-        set_environment(self, "FAKE_HELPER_MODE", "ok")
-        set_environment(self, "FAKE_HELPER_LOG", None)
+        reset_fake_helper(self)
 
     def mode(self, mode: str) -> None:
         """Make the fake helper misbehave as MODE."""
-        set_environment(self, "FAKE_HELPER_MODE", mode)
+        set_fake_helper_mode(self, mode)
 
     def directory(self) -> str:
         path = tempfile.mkdtemp(prefix="procket-client-")
@@ -80,17 +82,7 @@ class ClientTestCase(SynchronousTestCase):
 
     def run_log(self) -> Callable[[], List[List[str]]]:
         """Log each fake helper run; returns a function giving each run's arguments."""
-        path = os.path.join(self.directory(), "runs")
-        set_environment(self, "FAKE_HELPER_LOG", path)
-
-        def runs() -> List[List[str]]:
-            try:
-                with open(path, encoding="utf-8") as log:
-                    return [json.loads(line) for line in log]
-            except FileNotFoundError:
-                return []
-
-        return runs
+        return log_fake_helper_runs(self)
 
     def listen(self, *args: Any, **kwargs: Any) -> socket.socket:
         """procket_twisted.listen through the fake helper; the socket is closed afterwards."""

@@ -13,6 +13,7 @@ from typing import Any, Counter, Dict, List
 from twisted.trial.unittest import SynchronousTestCase
 
 from .support import (
+    LEAK_PROBES_SOURCE,
     free_port,
     install_prefix,
     process_users,
@@ -30,27 +31,16 @@ PORTS = 60
 #: One worker, run as the test user: waits for the driver's "go" on its stdin, then asks for its
 #: 25 sockets in 10 listen() calls and 3 listen_many() calls of 5, keeping every socket it gets
 #: until the end (so that others collide with it), and reports each call's outcome. The first
-#: batch asks twice for one TCP port, a collision within one helper run.
-WORKER = """
+#: batch asks twice for one TCP port, a collision within one helper run. It runs without
+#: support.PRELUDE, so it brings support's leak probes (``open_fds``, ``children``) itself.
+WORKER = (
+    """
 import json, os, socket, stat, sys
 from procket_twisted import ProcketError, SocketRequest, listen, listen_many
 
-def open_fds():
-    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
-
-def children():
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as stat_file:
-                    fields = stat_file.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == os.getpid():
-                found.append(int(pid))
-    return found
-
+"""
+    + LEAK_PROBES_SOURCE
+    + """
 worker, helper, ports = json.loads(sys.argv[1])
 baseline = open_fds()
 sys.stdin.readline()  # the driver's go
@@ -97,6 +87,7 @@ for sock in held:
 print(json.dumps({"outcomes": outcomes, "bad sockets": bad, "held": len(held),
                   "fds back": open_fds() == baseline, "children": children()}))
 """
+)
 
 #: The driver, run as the test user after support.PRELUDE: starts the workers, lets them all go at
 #: once, and reports what each said, and its own children once all have been reaped.

@@ -18,9 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 import procket_twisted._locate
 from procket_twisted import HelperCommand, HelperNotFoundError, find_helper
 
+from .fake_helper_support import FAKE_HELPER
 from .support import set_environment
-
-FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
 
 
 class LocateTestCase(SynchronousTestCase):

@@ -9,20 +9,15 @@ ARP watcher example on a veth pair.
 from __future__ import annotations
 
 import errno
-import os
 import random
-import shutil
 import socket
 import struct
 import subprocess
-import sys
 import textwrap
-import time
 from typing import Any, List, Tuple
 
 from twisted.internet import error
 from twisted.internet.interfaces import IAddress, IListeningPort
-from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.pair.ethernet import EthernetProtocol
 from twisted.pair.ip import IPProtocol
@@ -31,7 +26,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from procket_twisted import PacketRequest
-from procket_twisted._endpoints import _HelperEndpoint
 from procket_twisted.endpoints import (
     AdoptedPacketEndpoint,
     IDatagramServerEndpoint,
@@ -42,15 +36,14 @@ from procket_twisted.endpoints import (
     parseFilter,
 )
 
-from .support import (
-    TEST_UID,
-    examples_directory,
-    install_prefix,
-    run_unprivileged,
-    server_output,
-    skip_unless_privileged,
-    start_unprivileged,
+from .privileged_kinds import (
+    EndpointUnitTestCase,
+    ExampleAsNobodyTestCase,
+    Recorder,
+    TwistedAsNobodyTestCase,
+    unique_interface_name,
 )
+from .support import TEST_UID, server_output
 
 LOOPBACK = ("lo", 0x800, 0, 772, b"\0" * 6)
 
@@ -109,16 +102,6 @@ class FakePacketSocket:
 
     def close(self) -> None:
         self.closed = True
-
-
-class Recorder(DatagramProtocol):
-    """Keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.received: List[Tuple[bytes, Any]] = []
-
-    def datagramReceived(self, datagram: bytes, address: Any) -> None:
-        self.received.append((datagram, address))
 
 
 class EthernetRecorder(EthernetProtocol):
@@ -282,22 +265,8 @@ class PacketPortTests(SynchronousTestCase):
             self.assertRaises(ValueError, PacketPort, other, Recorder(), 100, MemoryReactorClock())
 
 
-class EndpointTests(SynchronousTestCase):
+class EndpointTests(EndpointUnitTestCase):
     """The endpoint and its string form, with the helper replaced."""
-
-    def fakeHelper(self, sockets: List[Any]) -> List[Any]:
-        calls: List[Any] = []
-
-        def acquire(reactor: Any, requests: Any, **options: Any) -> Any:
-            from twisted.internet import defer
-
-            calls.append((list(requests), options))
-            return defer.succeed([sockets.pop(0)])
-
-        original = _HelperEndpoint.__dict__["_acquire"]
-        _HelperEndpoint._acquire = staticmethod(acquire)  # type: ignore[assignment]
-        self.addCleanup(setattr, _HelperEndpoint, "_acquire", original)
-        return calls
 
     def test_string_form(self) -> None:
         """Every keyword of procket:packet becomes the request's."""
@@ -325,25 +294,25 @@ class EndpointTests(SynchronousTestCase):
 
     def test_string_errors(self) -> None:
         """Each malformed string raises ValueError naming its bad part."""
-        for text, words in (
-            ("procket:packet", "no ethertype"),
-            ("procket:udp:53", "not a packet endpoint"),
-            ("procket:packet:0x10000", "0x10000"),
-            ("procket:packet:ipx", "ipx"),
-            ("procket:packet:0x806:lo:9000:extra", "unexpected value 'extra'"),
-            ("procket:packet:0x806:colour=red", "unknown keyword 'colour'"),
-            ("procket:packet:0x806:lo:interface=eth0", "interface is given twice"),
-            ("procket:packet:0x806:cooked=maybe", "cooked 'maybe' is not yes or no"),
-            ("procket:packet:0x806:promiscuous=yes", "promiscuous needs an interface"),
-            ("procket:packet:0x806:interface=", "interface is empty"),
-            ("procket:packet:0x806:maxPacketSize=0", "maxPacketSize"),
-            ("procket:packet:0x806:timeout=-1", "timeout"),
-            ("procket:packet:0x806:filter=2,6 0 0 1", "says 2 instructions but has 1"),
-            ("procket:packet:0x806:interface=a/b", "interface"),
-        ):
-            with self.assertRaises(ValueError, msg=text) as raised:
-                packetEndpointFromString(None, text)
-            self.assertIn(words, str(raised.exception), text)
+        self.assertStringErrors(
+            packetEndpointFromString,
+            (
+                ("procket:packet", "no ethertype"),
+                ("procket:udp:53", "not a packet endpoint"),
+                ("procket:packet:0x10000", "0x10000"),
+                ("procket:packet:ipx", "ipx"),
+                ("procket:packet:0x806:lo:9000:extra", "unexpected value 'extra'"),
+                ("procket:packet:0x806:colour=red", "unknown keyword 'colour'"),
+                ("procket:packet:0x806:lo:interface=eth0", "interface is given twice"),
+                ("procket:packet:0x806:cooked=maybe", "cooked 'maybe' is not yes or no"),
+                ("procket:packet:0x806:promiscuous=yes", "promiscuous needs an interface"),
+                ("procket:packet:0x806:interface=", "interface is empty"),
+                ("procket:packet:0x806:maxPacketSize=0", "maxPacketSize"),
+                ("procket:packet:0x806:timeout=-1", "timeout"),
+                ("procket:packet:0x806:filter=2,6 0 0 1", "says 2 instructions but has 1"),
+                ("procket:packet:0x806:interface=a/b", "interface"),
+            ),
+        )
 
     def test_parse_filter(self) -> None:
         """tcpdump -ddd's output, commas for newlines, is a filter; malformed ones are not."""
@@ -354,7 +323,7 @@ class EndpointTests(SynchronousTestCase):
 
     def test_protocol_must_fit_the_socket(self) -> None:
         """An EthernetProtocol needs a raw socket, an IPProtocol a cooked one: checked first."""
-        calls = self.fakeHelper([])
+        calls = self.recordHelperCalls([])
         cooked = ProcketPacketEndpoint(MemoryReactorClock(), 0x800, "lo", cooked=True)
         self.failureResultOf(cooked.listen(EthernetProtocol()), TypeError)
         raw = ProcketPacketEndpoint(MemoryReactorClock(), 0x800, "lo")
@@ -364,7 +333,7 @@ class EndpointTests(SynchronousTestCase):
     def test_listen_adopts_what_the_helper_gives(self) -> None:
         """listen adopts the helper's socket as a PacketPort delivering to the protocol."""
         sock = FakePacketSocket()
-        calls = self.fakeHelper([sock])
+        calls = self.recordHelperCalls([sock])
         reactor = MemoryReactorClock()
         recorder = Recorder()
         endpoint = ProcketPacketEndpoint(reactor, 0x800, "lo", 2000, progname="x", timeout=3)
@@ -378,14 +347,7 @@ class EndpointTests(SynchronousTestCase):
 
     def test_refusal_is_cannot_listen(self) -> None:
         """A helper error fails listen with CannotListenError carrying it."""
-        from twisted.internet import defer
-
-        from procket_twisted import PolicyDeniedError
-
-        denied = PolicyDeniedError("no", errno=errno.EACCES, step="policy")
-        original = _HelperEndpoint.__dict__["_acquire"]
-        _HelperEndpoint._acquire = staticmethod(lambda *a, **k: defer.fail(denied))  # type: ignore
-        self.addCleanup(setattr, _HelperEndpoint, "_acquire", original)
+        denied = self.refuseByPolicy()
         failure = self.failureResultOf(
             ProcketPacketEndpoint(None, 0x806, "eth0").listen(Recorder()), error.CannotListenError
         )
@@ -404,22 +366,10 @@ class EndpointTests(SynchronousTestCase):
         self.assertTrue(sock.closed)
 
 
-#: Runs the code's `main(reactor)` coroutine with the real reactor and reports its result.
-TWISTED_PRELUDE = """
+#: What the packet snippets run as nobody add to the reactor prelude: a frame's UDP port, a receiver.
+PACKET_PRELUDE = """
 import struct
-from twisted.internet import defer, task
-from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import DatagramProtocol
-from twisted.pair.ethernet import EthernetProtocol
 from twisted.pair.ip import IPProtocol
-from twisted.pair.rawudp import RawUDPProtocol
-from procket_twisted.endpoints import *
-
-class Recorder(DatagramProtocol):
-    def __init__(self):
-        self.received = []
-    def datagramReceived(self, data, address):
-        self.received.append((data, address))
 
 def udp_port(frame, offset=14):
     # the destination port of an IPv4 UDP frame, or None
@@ -434,14 +384,6 @@ def receiver():
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     return sock, sock.getsockname()[1]
-
-async def later(reactor, seconds=0.3):
-    await task.deferLater(reactor, seconds)
-
-def run(main):
-    def start(reactor):
-        return defer.ensureDeferred(main(reactor)).addCallback(report)
-    task.react(start)
 """
 
 UDP_FRAME_SOURCE = textwrap.dedent(
@@ -470,8 +412,12 @@ def udp_filter(port: int) -> List[Tuple[int, int, int, int]]:
             (0x15, 0, 1, port), (0x6, 0, 0, 262144), (0x6, 0, 0, 0)]  # fmt: skip
 
 
-def veth_pair(testcase: SynchronousTestCase, stem: str) -> Tuple[str, str]:
-    """A veth pair STEM0-STEM1 (both up), removed when TESTCASE ends."""
+def veth_pair(testcase: SynchronousTestCase, prefix: str) -> Tuple[str, str]:
+    """
+    A veth pair STEM0-STEM1 (both up), removed when TESTCASE ends: STEM starts with PREFIX, and no
+    other test run uses it now.
+    """
+    stem = unique_interface_name(prefix, room=1)
     first, second = f"{stem}0", f"{stem}1"
     subprocess.run(["ip", "link", "add", first, "type", "veth", "peer", "name", second],
                    check=True)  # fmt: skip
@@ -481,24 +427,10 @@ def veth_pair(testcase: SynchronousTestCase, stem: str) -> Tuple[str, str]:
     return first, second
 
 
-def unique_stem(prefix: str) -> str:
-    """An interface name stem no other test run uses now (up to 14 characters with a digit)."""
-    return f"{prefix}{os.getpid() % 100000}{random.randrange(100)}"[:14]
-
-
-class PacketAsNobodyTests(SynchronousTestCase):
+class PacketAsNobodyTests(TwistedAsNobodyTestCase):
     """Packet endpoints driven by the real reactor, as nobody, against the setuid helper."""
 
-    def setUp(self) -> None:
-        skip_unless_privileged(self)
-        self.prefix = install_prefix(self)
-
-    def run_twisted(self, code: str) -> Any:
-        return run_unprivileged(
-            self,
-            TWISTED_PRELUDE + UDP_FRAME_SOURCE + textwrap.dedent(code),
-            {"PROCKET_HELPER": self.prefix.helper},
-        )
+    prelude_additions = PACKET_PRELUDE + UDP_FRAME_SOURCE
 
     def test_frames_on_lo_reach_every_kind_of_protocol(self) -> None:
         """
@@ -553,7 +485,7 @@ class PacketAsNobodyTests(SynchronousTestCase):
         one with the peer's hardware address, reach a UDP socket on the peer's address.
         (Not on lo: the kernel drops 127.0.0.1 packets that come from outside its own stack.)
         """
-        sender, peer = veth_pair(self, unique_stem("pks"))
+        sender, peer = veth_pair(self, "pks")
         subnet = f"10.214.{random.randrange(1, 255)}"
         subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", peer], check=True)
         self.prefix.write_policy(
@@ -640,7 +572,7 @@ class PacketAsNobodyTests(SynchronousTestCase):
 
     def test_promiscuous_only_when_granted(self) -> None:
         """Promiscuous mode is refused without options=promisc, and set while the port is open."""
-        interface, _ = veth_pair(self, unique_stem("pkp"))
+        interface, _ = veth_pair(self, "pkp")
         policy = f"allow user={TEST_UID} kind=packet ethertype=0x800 device={interface}"
         self.prefix.write_policy(policy + "\n")
         code = f"""
@@ -670,7 +602,7 @@ class PacketAsNobodyTests(SynchronousTestCase):
         A rule for lo and IPv4 refuses another interface, every interface, another ethertype,
         and ETH_P_ALL (which would see IPv4 and more).
         """
-        interface, _ = veth_pair(self, unique_stem("pka"))
+        interface, _ = veth_pair(self, "pka")
         self.prefix.write_policy(f"allow user={TEST_UID} kind=packet ethertype=0x800 device=lo\n")
         result = self.run_twisted(f"""
             async def main(reactor):
@@ -710,32 +642,14 @@ class PacketAsNobodyTests(SynchronousTestCase):
         self.assertIn("Couldn't listen on lo:0x0806", result[0])
 
 
-class ARPWatchExampleTests(SynchronousTestCase):
+class ARPWatchExampleTests(ExampleAsNobodyTestCase):
     """examples/arpwatch.py as nobody prints the ARP requests crossing a veth pair."""
 
-    def setUp(self) -> None:
-        skip_unless_privileged(self)
-        if shutil.which("ping") is None:
-            self.fail("ping is not installed; scripts/test installs it (scripts/packages.sh)")
-        self.prefix = install_prefix(self)
-        self.script = os.path.join(examples_directory(), "arpwatch.py")
-
-    def start(self, *arguments: str) -> subprocess.Popen:
-        return start_unprivileged(
-            self, [sys.executable, self.script, *arguments], {"PROCKET_HELPER": self.prefix.helper}
-        )
-
-    def wait_for(self, process: subprocess.Popen, text: str, seconds: float = 20) -> str:
-        deadline = time.monotonic() + seconds
-        while text not in server_output(process):
-            if process.poll() is not None or time.monotonic() > deadline:
-                self.fail(f"never printed {text!r}:\n{server_output(process)}")
-            time.sleep(0.05)
-        return server_output(process)
+    example = "arpwatch.py"
 
     def test_prints_arp_requests(self) -> None:
         """A ping to an unknown neighbour makes ARP requests; the watcher on the peer prints them."""
-        local, peer = veth_pair(self, unique_stem("pkw"))
+        local, peer = veth_pair(self, "pkw")
         subnet = f"10.214.{random.randrange(1, 255)}"
         subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", local], check=True)
         self.prefix.write_policy(
@@ -743,7 +657,7 @@ class ARPWatchExampleTests(SynchronousTestCase):
         )
         watcher = self.start(peer, "--count", "2")
         self.wait_for(watcher, f"watching ARP on {peer}, as uid {TEST_UID}")
-        subprocess.run(["ping", "-c", "3", "-i", "0.3", "-W", "1", f"{subnet}.2"],
+        subprocess.run([self.ping, "-c", "3", "-i", "0.3", "-W", "1", f"{subnet}.2"],
                        capture_output=True)  # fmt: skip
         self.assertEqual(watcher.wait(20), 0, server_output(watcher))
         lines = server_output(watcher).splitlines()[1:]
@@ -757,7 +671,7 @@ class ARPWatchExampleTests(SynchronousTestCase):
 
     def test_refused_promiscuous_says_why(self) -> None:
         """Without options=promisc, --promiscuous stops at once with the policy's words."""
-        _, peer = veth_pair(self, unique_stem("pkr"))
+        _, peer = veth_pair(self, "pkr")
         self.prefix.write_policy(
             f"allow user={TEST_UID} kind=packet ethertype=0x806 device={peer}\n"
         )

@@ -25,8 +25,8 @@ from procket_twisted.endpoints import (
     acquireSockets,
 )
 
+from .fake_helper_support import FAKE
 from .test_reactor_client import (
-    FAKE,
     DatagramClient,
     DatagramEcho,
     EchoClient,

@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
-import shutil
 import socket
-import sys
-import tempfile
 import time
 from typing import Any, Callable, Dict, Generator, List, Optional, Set, Tuple
 
@@ -49,10 +45,13 @@ from procket_twisted.endpoints import (
     acquireSockets,
 )
 
+from .fake_helper_support import (
+    FAKE,
+    log_fake_helper_runs,
+    reset_fake_helper,
+    set_fake_helper_mode,
+)
 from .support import children, ipv6_loopback, set_environment
-
-FAKE_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_helper.py")
-FAKE = [sys.executable, FAKE_HELPER]
 
 #: Each fake helper misbehaviour, and the error it must give: type, errno, step.
 ERROR_MODES: Dict[str, Tuple[type, Optional[int], str]] = {
@@ -218,33 +217,24 @@ class FakeHelperMixin:
         """Set (or, for None, unset) an environment variable for this test."""
         set_environment(self, name, value)  # type: ignore[arg-type]
 
+    def resetFakeHelper(self) -> None:
+        """Mode ``ok`` and no run log, for this test."""
+        reset_fake_helper(self)  # type: ignore[arg-type]
+
     def mode(self, mode: str) -> None:
         """Make the fake helper behave as MODE from now on."""
-        self.setEnvironment("FAKE_HELPER_MODE", mode)
+        set_fake_helper_mode(self, mode)  # type: ignore[arg-type]
 
     def runLog(self) -> Callable[[], List[List[str]]]:
         """Log each fake helper run; returns a function giving each run's arguments."""
-        directory = tempfile.mkdtemp(prefix="procket-twisted-")
-        self.addCleanup(shutil.rmtree, directory, True)  # type: ignore[attr-defined]
-        path = os.path.join(directory, "runs")
-        self.setEnvironment("FAKE_HELPER_LOG", path)
-
-        def runs() -> List[List[str]]:
-            try:
-                with open(path, encoding="utf-8") as log:
-                    return [json.loads(line) for line in log]
-            except FileNotFoundError:
-                return []
-
-        return runs
+        return log_fake_helper_runs(self)  # type: ignore[arg-type]
 
 
 class RealReactorTestCase(FakeHelperMixin, TestCase):
     """Real-reactor tests with leak checks."""
 
     def setUp(self) -> None:
-        self.mode("ok")
-        self.setEnvironment("FAKE_HELPER_LOG", None)
+        self.resetFakeHelper()
 
     def snapshot(self) -> Tuple[Set[int], Set[int]]:
         """The open descriptors and the children now, for `assertNothingLeft`."""
@@ -684,8 +674,7 @@ class SynchronousPathTests(FakeHelperMixin, SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.mode("ok")
-        self.setEnvironment("FAKE_HELPER_LOG", None)
+        self.resetFakeHelper()
 
     def test_acquireSockets(self) -> None:
         """With a reactor that is not running, the sockets are there when the call returns."""

@@ -32,8 +32,13 @@ class PortTests(SynchronousTestCase):
 
     def test_wrong_types(self) -> None:
         """A bool, a str, a float or None is a TypeError naming the port and the type."""
-        for port, name in ((True, "bool"), (False, "bool"), ("80", "str"), (80.0, "float"),
-                           (None, "NoneType")):
+        for port, name in (
+            (True, "bool"),
+            (False, "bool"),
+            ("80", "str"),
+            (80.0, "float"),
+            (None, "NoneType"),
+        ):
             error = self.assertRaises(TypeError, SocketRequest, port)
             self.assertIn("port", str(error))
             self.assertIn(name, str(error))
@@ -98,8 +103,16 @@ class AddressTests(SynchronousTestCase):
 
     def test_bad_tuples(self) -> None:
         """Wrong lengths or out-of-range parts are ValueErrors; non-integers are TypeErrors."""
-        for ip in ((), (127, 0, 0), (127, 0, 0, 1, 0), (256, 0, 0, 1), (-1, 0, 0, 1),
-                   (0, 0, 0, 0, 0, 0, 0, 0x10000), (1,) * 7, (1,) * 16):
+        for ip in (
+            (),
+            (127, 0, 0),
+            (127, 0, 0, 1, 0),
+            (256, 0, 0, 1),
+            (-1, 0, 0, 1),
+            (0, 0, 0, 0, 0, 0, 0, 0x10000),
+            (1,) * 7,
+            (1,) * 16,
+        ):
             error = self.assertRaises(ValueError, SocketRequest, 80, "tcp", ip)
             self.assertIn("4 numbers", str(error))
             self.assertIn("8 numbers", str(error))
@@ -198,8 +211,9 @@ class HelperArgumentTests(SynchronousTestCase):
     def test_ipv6_with_options(self) -> None:
         """IPv6 uses family=inet6, the compressed address, and v6only as 0 or 1."""
         self.assertEqual(
-            SocketRequest(443, ip=(0, 0, 0, 0, 0, 0, 0, 1), backlog=5, v6only=True)
-            .helper_argument(),
+            SocketRequest(
+                443, ip=(0, 0, 0, 0, 0, 0, 0, 1), backlog=5, v6only=True
+            ).helper_argument(),
             "kind=tcp,family=inet6,addr=::1,port=443,backlog=5,v6only=1",
         )
         self.assertEqual(

@@ -12,18 +12,13 @@ import errno
 import os
 import random
 import re
-import shutil
 import socket
 import struct
 import subprocess
-import sys
-import textwrap
-import time
 from typing import Any, List, Tuple
 
-from twisted.internet import defer, error
+from twisted.internet import error
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.pair.ethernet import EthernetProtocol
 from twisted.pair.ip import IPProtocol
@@ -32,8 +27,7 @@ from twisted.pair.tuntap import TunnelAddress, TunnelFlags, TuntapPort
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from procket_twisted import PolicyDeniedError, TunDevice, TunRequest, _tun_twisted
-from procket_twisted._endpoints import _HelperEndpoint
+from procket_twisted import TunDevice, TunRequest, _tun_twisted
 from procket_twisted.endpoints import (
     AdoptedTunnelEndpoint,
     IDatagramServerEndpoint,
@@ -43,16 +37,14 @@ from procket_twisted.endpoints import (
     tunEndpointFromString,
 )
 
-from .support import (
-    TEST_GID,
-    TEST_UID,
-    examples_directory,
-    install_prefix,
-    run_unprivileged,
-    server_output,
-    skip_unless_privileged,
-    start_unprivileged,
+from .privileged_kinds import (
+    EndpointUnitTestCase,
+    ExampleAsNobodyTestCase,
+    Recorder,
+    TwistedAsNobodyTestCase,
+    unique_interface_name,
 )
+from .support import TEST_GID, TEST_UID, server_output
 
 
 def checksum(data: bytes) -> int:
@@ -72,16 +64,6 @@ def ipv4_udp(payload: bytes, options: bytes = b"", padding: bytes = b"") -> byte
     ) + options  # fmt: skip
     header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     return header + udp + padding
-
-
-class Recorder(DatagramProtocol):
-    """Keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.received: List[Tuple[bytes, Any]] = []
-
-    def datagramReceived(self, datagram: bytes, address: Any) -> None:
-        self.received.append((datagram, address))
 
 
 class HeaderRecorder(RawUDPProtocol):
@@ -228,13 +210,8 @@ class AdoptTunnelTests(SynchronousTestCase):
         self.failureResultOf(endpoint.listen(TunnelIPProtocol()), error.AlreadyListened)
 
 
-class TunnelEndpointTests(SynchronousTestCase):
+class TunnelEndpointTests(EndpointUnitTestCase):
     """The endpoint and its strings, with the helper replaced."""
-
-    def replaceHelper(self, acquire: Any) -> None:
-        original = _HelperEndpoint.__dict__["_acquire"]
-        _HelperEndpoint._acquire = staticmethod(acquire)  # type: ignore[assignment]
-        self.addCleanup(setattr, _HelperEndpoint, "_acquire", original)
 
     def test_strings(self) -> None:
         """procket:tun and procket:tap with their keywords become the request."""
@@ -252,33 +229,27 @@ class TunnelEndpointTests(SynchronousTestCase):
 
     def test_string_errors(self) -> None:
         """Each malformed string raises ValueError naming its bad part."""
-        for text, words in (
-            ("procket:tunnel", "not a TUN or TAP endpoint"),
-            ("procket:tun:address=fd00::1/64", "colons escaped"),
-            ("procket:tun:address=10.0.0.1/33", "address must be"),
-            ("procket:tun:address=somewhere", "address must be"),
-            ("procket:tun:tun7:tun8", "unexpected value 'tun8'"),
-            ("procket:tap:colour=red", "unknown keyword 'colour'"),
-            ("procket:tun:up=maybe", "up 'maybe' is not yes or no"),
-            ("procket:tun:name=a/b", "name"),
-            ("procket:tun:name=much-too-long-a-name", "name"),
-            ("procket:tun:maxPacketSize=x", "maxPacketSize"),
-            ("procket:tun:timeout=0", "timeout"),
-        ):
-            with self.assertRaises(ValueError, msg=text) as raised:
-                tunEndpointFromString(None, text)
-            self.assertIn(words, str(raised.exception), text)
+        self.assertStringErrors(
+            tunEndpointFromString,
+            (
+                ("procket:tunnel", "not a TUN or TAP endpoint"),
+                ("procket:tun:address=fd00::1/64", "colons escaped"),
+                ("procket:tun:address=10.0.0.1/33", "address must be"),
+                ("procket:tun:address=somewhere", "address must be"),
+                ("procket:tun:tun7:tun8", "unexpected value 'tun8'"),
+                ("procket:tap:colour=red", "unknown keyword 'colour'"),
+                ("procket:tun:up=maybe", "up 'maybe' is not yes or no"),
+                ("procket:tun:name=a/b", "name"),
+                ("procket:tun:name=much-too-long-a-name", "name"),
+                ("procket:tun:maxPacketSize=x", "maxPacketSize"),
+                ("procket:tun:timeout=0", "timeout"),
+            ),
+        )
 
     def test_listen_adopts_the_device(self) -> None:
         """listen gives the helper the request, and adopts the device it returns."""
         fake = FakeTunnel(self)
-        calls = []
-
-        def acquire(reactor: Any, requests: Any, **options: Any) -> Any:
-            calls.append((list(requests), options))
-            return defer.succeed([fake.device])
-
-        self.replaceHelper(acquire)
+        calls = self.recordHelperCalls([fake.device])
         endpoint = ProcketTunnelEndpoint(MemoryReactorClock(), "tun", "tun7", "10.0.0.1/24", True)
         port = self.successResultOf(endpoint.listen(TunnelIPProtocol()))
         self.assertIsInstance(port, TuntapPort)
@@ -292,8 +263,7 @@ class TunnelEndpointTests(SynchronousTestCase):
 
     def test_refusal_is_cannot_listen(self) -> None:
         """A helper error fails listen with CannotListenError carrying it."""
-        denied = PolicyDeniedError("no", errno=errno.EACCES, step="policy")
-        self.replaceHelper(lambda *args, **kwargs: defer.fail(denied))
+        denied = self.refuseByPolicy()
         failure = self.failureResultOf(
             ProcketTunnelEndpoint(None, "tap").listen(EthernetProtocol()), error.CannotListenError
         )
@@ -301,23 +271,13 @@ class TunnelEndpointTests(SynchronousTestCase):
         self.assertIs(failure.value.socketError, denied)
 
 
-#: Runs the code's `main(reactor)` coroutine with the real reactor and reports its result.
-TWISTED_PRELUDE = """
+#: What the TUN and TAP snippets run as nobody add to the reactor prelude: an ARP request recorder,
+#: an interface's owner, group, state and address, and IPv4 UDP packets.
+TUNNEL_PRELUDE = """
 import struct, subprocess
-from twisted.internet import defer, task
-from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import AbstractDatagramProtocol, DatagramProtocol
-from twisted.pair.ethernet import EthernetProtocol
+from twisted.internet.protocol import AbstractDatagramProtocol
 from twisted.pair.raw import IRawPacketProtocol
-from twisted.pair.rawudp import RawUDPProtocol
 from zope.interface import implementer
-from procket_twisted.endpoints import *
-
-class Recorder(DatagramProtocol):
-    def __init__(self):
-        self.received = []
-    def datagramReceived(self, data, address):
-        self.received.append((data, address))
 
 @implementer(IRawPacketProtocol)
 class ARPRecorder(AbstractDatagramProtocol):
@@ -349,20 +309,7 @@ def udp_packet(payload, source, source_port, destination, destination_port):
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                          socket.inet_aton(source), socket.inet_aton(destination))
     return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + udp
-
-async def later(reactor, seconds=0.3):
-    await task.deferLater(reactor, seconds)
-
-def run(main):
-    def start(reactor):
-        return defer.ensureDeferred(main(reactor)).addCallback(report)
-    task.react(start)
 """
-
-
-def unique_name(prefix: str) -> str:
-    """An interface name no other test run uses now."""
-    return f"{prefix}{os.getpid() % 100000}{random.randrange(100)}"[:15]
 
 
 def unique_subnet() -> str:
@@ -370,17 +317,10 @@ def unique_subnet() -> str:
     return f"10.215.{random.randrange(1, 255)}"
 
 
-class TunnelAsNobodyTests(SynchronousTestCase):
+class TunnelAsNobodyTests(TwistedAsNobodyTestCase):
     """TUN and TAP endpoints driven by the real reactor, as nobody, against the setuid helper."""
 
-    def setUp(self) -> None:
-        skip_unless_privileged(self)
-        self.prefix = install_prefix(self)
-
-    def run_twisted(self, code: str) -> Any:
-        return run_unprivileged(
-            self, TWISTED_PRELUDE + textwrap.dedent(code), {"PROCKET_HELPER": self.prefix.helper}
-        )
+    prelude_additions = TUNNEL_PRELUDE
 
     def test_tun_belongs_to_the_caller_carries_ip_and_goes_away(self) -> None:
         """
@@ -388,7 +328,7 @@ class TunnelAsNobodyTests(SynchronousTestCase):
         reaches RawUDPProtocol, a packet written into it reaches a socket; after stopListening
         the interface and the descriptor are gone.
         """
-        name, subnet = unique_name("ptn"), unique_subnet()
+        name, subnet = unique_interface_name("ptn"), unique_subnet()
         self.prefix.write_policy(f"allow user={TEST_UID} kind=tun device={name}\n")
         result = self.run_twisted(f"""
             async def main(reactor):
@@ -432,7 +372,7 @@ class TunnelAsNobodyTests(SynchronousTestCase):
 
     def test_tap_carries_ethernet_frames(self) -> None:
         """A TAP endpoint's EthernetProtocol sees the ARP requests the kernel sends into it."""
-        name, subnet = unique_name("ptp"), unique_subnet()
+        name, subnet = unique_interface_name("ptp"), unique_subnet()
         self.prefix.write_policy(f"allow user={TEST_UID} kind=tap device={name}\n")
         result = self.run_twisted(f"""
             async def main(reactor):
@@ -460,7 +400,7 @@ class TunnelAsNobodyTests(SynchronousTestCase):
 
     def test_existing_names_are_refused_not_attached(self) -> None:
         """Another user's persistent TUN and lo are refused with EBUSY, and left as they were."""
-        name = unique_name("pte")
+        name = unique_interface_name("pte")
         subprocess.run(["ip", "tuntap", "add", "dev", name, "mode", "tun"], check=True)
         self.addCleanup(subprocess.run, ["ip", "tuntap", "del", "dev", name, "mode", "tun"])
         owner = open(f"/sys/class/net/{name}/owner").read().strip()
@@ -488,7 +428,7 @@ class TunnelAsNobodyTests(SynchronousTestCase):
 
     def test_names_and_kinds_the_policy_does_not_grant(self) -> None:
         """A rule for one TUN name refuses other names, no name, and a TAP of that name."""
-        granted, other = unique_name("ptg"), unique_name("pto")
+        granted, other = unique_interface_name("ptg"), unique_interface_name("pto")
         self.prefix.write_policy(f"allow user={TEST_UID} kind=tun device={granted}\n")
         result = self.run_twisted(f"""
             async def main(reactor):
@@ -529,33 +469,17 @@ class TunnelAsNobodyTests(SynchronousTestCase):
         self.assertEqual(len(result), 2)
 
 
-class TunpingExampleTests(SynchronousTestCase):
+class TunpingExampleTests(ExampleAsNobodyTestCase):
     """examples/tunping.py as nobody answers the real ping."""
 
-    def setUp(self) -> None:
-        skip_unless_privileged(self)
-        self.ping = shutil.which("ping")
-        if self.ping is None:
-            self.fail("ping is not installed; scripts/test installs it (scripts/packages.sh)")
-        self.prefix = install_prefix(self)
-        self.script = os.path.join(examples_directory(), "tunping.py")
-
-    def start(self, *arguments: str) -> subprocess.Popen:
-        return start_unprivileged(
-            self, [sys.executable, self.script, *arguments], {"PROCKET_HELPER": self.prefix.helper}
-        )
+    example = "tunping.py"
 
     def test_answers_ping(self) -> None:
         """ping -c 3 gets three replies from the responder; its interface goes away after."""
         subnet = unique_subnet()
         self.prefix.write_policy(f"allow user={TEST_UID} kind=tun\n")
         responder = self.start("--address", f"{subnet}.1/30", "--count", "3")
-        deadline = time.monotonic() + 20
-        while "answering ping" not in server_output(responder):
-            if responder.poll() is not None or time.monotonic() > deadline:
-                self.fail(f"tunping did not start:\n{server_output(responder)}")
-            time.sleep(0.05)
-        banner = server_output(responder).splitlines()[0]
+        banner = self.wait_for(responder, "answering ping").splitlines()[0]
         match = re.match(rf"tunping: (\S+) is up with {subnet}\.1/30, as uid {TEST_UID}; "
                          rf"answering ping for {subnet}\.2: try ping -c 3 {subnet}\.2$", banner)  # fmt: skip
         self.assertIsNotNone(match, banner)
