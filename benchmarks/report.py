@@ -282,9 +282,9 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
         rows = [["server", "median requests/s", "per round"]]
         for name in ("adopted", "native"):
             label = (
-                "twistd web --listen procket:tcp:PORT"
+                "port adopted from the helper (procket:tcp:PORT)"
                 if name == "adopted"
-                else "twistd web --listen tcp:HIGHPORT (listenTCP)"
+                else "port bound by listenTCP (tcp:HIGHPORT)"
             )
             rows.append(
                 [
@@ -295,8 +295,13 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
             )
         out.append(
             heading(
-                f"(d) data path, {d['wrk']}, {d['rounds']} alternating rounds; "
-                f"servers as uid {sorted(set(d['server_uids'].values()))}"
+                f"(d) data path, {d['wrk']} on each port, {d['rounds']} rounds; "
+                + (
+                    "one twistd web serving both ports, both loaded at the same time"
+                    if d.get("together")
+                    else "one twistd web per port, loaded in turn"
+                )
+                + f"; servers as uid {sorted(set(d['server_uids'].values()))}"
             )
             + "\n"
             + _table(rows, markdown)

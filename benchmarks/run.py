@@ -306,6 +306,7 @@ def main() -> int:
                     str(size["web_rounds"]),
                     "--seconds",
                     str(size["web_seconds"]),
+                    "--together",
                     "--user",
                     arguments.user,
                     "--group",

@@ -1,10 +1,15 @@
 """
-Measurement (d): the data path. Two ``twistd web`` servers run as the unprivileged user and serve
-the same directory: one on a privileged port adopted from the helper (``--listen
-procket:tcp:PORT``), one on a high port that Twisted binds itself with ``listenTCP`` (``--listen
-tcp:HIGHPORT``). ``wrk`` loads one at a time with the same threads, connections and duration, in
-rounds that alternate which goes first. Run as root (it starts the servers with ``setpriv``);
-prints one JSON line.
+Measurement (d): the data path. ``twistd web`` runs as the unprivileged user and serves the same
+directory on two ports: a privileged port adopted from the helper (``--listen procket:tcp:PORT``)
+and a high port that Twisted binds itself with ``listenTCP`` (``--listen tcp:HIGHPORT``).
+
+With ``--together`` (what ``run.py`` uses) one twistd serves both ports and, in each round, two
+``wrk`` runs with the same threads, connections and duration load both ports at the same time: the
+two ports then share one process, one reactor and the same moment of the machine, so their ratio
+isolates the port itself (paired ratios within about 1% of each other on a 2-CPU VM, against
+about 15% when two servers are loaded in turn). Without it, one twistd per port, loaded one at a
+time in rounds that alternate which goes first. Run as root (it starts the servers with
+``setpriv``); prints one JSON line.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ PAGE = "index.html"
 
 
 def start_server(
-    arguments: argparse.Namespace, listen: str, log: str, environment: Dict[str, str]
+    arguments: argparse.Namespace, listens: List[str], log: str, environment: Dict[str, str]
 ) -> subprocess.Popen:
-    """twistd -n web --listen LISTEN --path SITE, as the unprivileged user."""
+    """twistd -n web --listen LISTEN... --path SITE, as the unprivileged user."""
     twistd = os.path.join(os.path.dirname(arguments.python), "twistd")
     command = [
         "setpriv",
@@ -41,8 +46,7 @@ def start_server(
         "--pidfile=",
         f"--logfile={log}",
         "web",
-        "--listen",
-        listen,
+        *(part for listen in listens for part in ("--listen", listen)),
         "--path",
         arguments.site,
         "--logfile",
@@ -74,19 +78,39 @@ def server_uid(process: subprocess.Popen) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
 
 
-def run_wrk(arguments: argparse.Namespace, port: int, seconds: int) -> Dict[str, Any]:
-    """One wrk run against PORT; its requests per second and error counts."""
-    command = [
+def wrk_command(arguments: argparse.Namespace, port: int, seconds: int) -> List[str]:
+    """The wrk command that loads PORT for SECONDS."""
+    return [
         arguments.wrk,
         f"-t{arguments.threads}",
         f"-c{arguments.connections}",
         f"-d{seconds}s",
         f"http://{HOST}:{port}/{PAGE}",
     ]
-    finished = subprocess.run(command, capture_output=True, text=True)
-    if finished.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stdout}{finished.stderr}")
-    output = finished.stdout
+
+
+def run_wrk(arguments: argparse.Namespace, port: int, seconds: int) -> Dict[str, Any]:
+    """One wrk run against PORT; its requests per second and error counts."""
+    return run_wrks(arguments, [port], seconds)[0]
+
+
+def run_wrks(arguments: argparse.Namespace, ports: List[int], seconds: int) -> List[Dict[str, Any]]:
+    """One wrk per port of PORTS, all at the same time; each one's requests per second and errors."""
+    commands = [wrk_command(arguments, port, seconds) for port in ports]
+    running = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
+    return [
+        wrk_result(command, *process.communicate(), process.returncode)
+        for command, process in zip(commands, running)
+    ]
+
+
+def wrk_result(command: List[str], output: str, errors_text: str, status: int) -> Dict[str, Any]:
+    """What one wrk run reported: requests per second and error counts."""
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output}{errors_text}")
     found = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if found is None:
         raise RuntimeError(f"no Requests/sec in wrk's output:\n{output}")
@@ -114,30 +138,42 @@ def main() -> None:
     parser.add_argument("--user", default="nobody")
     parser.add_argument("--group", default="nogroup")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="one twistd serving both ports, both loaded at the same time in each round",
+    )
     arguments = parser.parse_args()
 
     logs = tempfile.mkdtemp(prefix="procket-bench-web-")
     os.chmod(logs, 0o777)
     servers = {
-        "adopted": (
-            f"procket:tcp:{arguments.port}:interface={HOST}",
-            arguments.port,
-            {"PROCKET_HELPER": arguments.helper},
-        ),
-        "native": (f"tcp:{arguments.high_port}:interface={HOST}", arguments.high_port, {}),
+        "adopted": (f"procket:tcp:{arguments.port}:interface={HOST}", arguments.port),
+        "native": (f"tcp:{arguments.high_port}:interface={HOST}", arguments.high_port),
     }
+    environment = {"PROCKET_HELPER": arguments.helper}
+    # Separately: one twistd per port. Together: one twistd serving both ports.
+    groups = {"both": list(servers)} if arguments.together else {name: [name] for name in servers}
     processes: Dict[str, subprocess.Popen] = {}
     try:
-        for name, (listen, port, environment) in servers.items():
-            log = os.path.join(logs, f"{name}.log")
-            processes[name] = start_server(arguments, listen, log, environment)
-            wait_until_serving(processes[name], port, log)
-        uids = {name: server_uid(process) for name, process in processes.items()}
-        for _, port, _ in servers.values():  # warm both up
+        for group, names in groups.items():
+            log = os.path.join(logs, f"{group}.log")
+            listens = [servers[name][0] for name in names]
+            processes[group] = start_server(arguments, listens, log, environment)
+            for name in names:
+                wait_until_serving(processes[group], servers[name][1], log)
+        uids = {group: server_uid(process) for group, process in processes.items()}
+        for _, port in servers.values():  # warm both up
             run_wrk(arguments, port, 1)
         runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in servers}
         for round_number in range(arguments.rounds):
             order = ["adopted", "native"] if round_number % 2 == 0 else ["native", "adopted"]
+            if arguments.together:
+                ports = [servers[name][1] for name in order]
+                measured = run_wrks(arguments, ports, arguments.seconds)
+                for name, run in zip(order, measured):
+                    runs[name].append(run)
+                continue
             for name in order:
                 runs[name].append(run_wrk(arguments, servers[name][1], arguments.seconds))
         rps = {name: [run["rps"] for run in values] for name, values in runs.items()}
@@ -155,6 +191,7 @@ def main() -> None:
                 "wrk": f"wrk -t{arguments.threads} -c{arguments.connections} "
                 f"-d{arguments.seconds}s",
                 "rounds": arguments.rounds,
+                "together": arguments.together,
             }
         )
     finally:
