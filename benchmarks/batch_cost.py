@@ -1,8 +1,10 @@
 """
 Measurement (b): several sockets per helper run. Times ``listen_many`` of 1, 8 and 64 listening TCP
 sockets on 127.0.0.1 (``direct=False``, so every one goes through the helper), interleaved
-round-robin with alternating order, as the unprivileged user. Every socket is closed after each
-call, outside the timed part. Prints one JSON line.
+round-robin with alternating order, as the unprivileged user. For context, in the same rounds, the
+helper for 1 and 64 sockets with the least Python around it (`common.raw_helper`: no checks of
+what arrives), which shows what the helper and the kernel cost per socket on their own. Every
+socket is closed after each call, outside the timed part. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import argparse
 import socket
 from typing import Callable, Dict, List
 
-from common import emit, interleaved_order, summarize, time_call
+from common import emit, interleaved_order, raw_helper, summarize, time_call
 
 HOST = "127.0.0.1"
 SIZES = (1, 8, 64)
+RAW_SIZES = (1, 64)
 
 
 def main() -> None:
@@ -33,7 +36,7 @@ def main() -> None:
     if len(ports) < max(SIZES):
         raise SystemExit(f"need {max(SIZES)} ports, got {len(ports)}")
     requests = {size: [SocketRequest(port, ip=HOST) for port in ports[:size]] for size in SIZES}
-    names = [str(size) for size in SIZES]
+    names = [str(size) for size in SIZES] + [f"raw {size}" for size in RAW_SIZES]
     samples: Dict[str, List[int]] = {name: [] for name in names}
     opened: List[socket.socket] = []
 
@@ -47,12 +50,29 @@ def main() -> None:
 
         return acquire
 
+    raw = {
+        f"raw {size}": raw_helper(
+            arguments.helper,
+            [f"kind=tcp,family=inet,addr={HOST},port={port}" for port in ports[:size]],
+            {},
+        )
+        for size in RAW_SIZES
+    }
+
+    def raw_acquirer(name: str) -> Callable[[], None]:
+        def acquire() -> None:
+            opened.extend(raw[name]())
+
+        return acquire
+
     for round_number in range(-arguments.warmup, arguments.rounds):
         for name in interleaved_order(names, round_number):
-            elapsed = time_call(acquirer(int(name)))
+            size = int(name.split()[-1])
+            call = raw_acquirer(name) if name.startswith("raw") else acquirer(size)
+            elapsed = time_call(call)
             if round_number == -arguments.warmup:
                 got = sorted(sock.getsockname()[1] for sock in opened)
-                if got != sorted(ports[: int(name)]):
+                if got != sorted(ports[:size]):
                     raise RuntimeError(f"{name} sockets: got ports {got}")
             for sock in opened:
                 sock.close()
@@ -61,7 +81,14 @@ def main() -> None:
                 samples[name].append(elapsed)
     emit(
         {
-            "sizes": {name: summarize(values) for name, values in samples.items()},
+            "sizes": {
+                name: summarize(values) for name, values in samples.items() if name.isdigit()
+            },
+            "raw_sizes": {
+                name.split()[-1]: summarize(values)
+                for name, values in samples.items()
+                if not name.isdigit()
+            },
             "samples_ms": {name: [v / 1e6 for v in values] for name, values in samples.items()},
         }
     )

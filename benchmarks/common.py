@@ -8,12 +8,14 @@ JSON object as its last line of output.
 
 from __future__ import annotations
 
+import array
 import json
 import os
+import socket
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence
 
 __all__ = [
     "emit",
@@ -27,6 +29,7 @@ __all__ = [
     "snapshot",
     "interleaved_order",
     "time_call",
+    "raw_helper",
 ]
 
 
@@ -140,3 +143,35 @@ def free_ports(candidates: Iterable[int], count: int, host: str = "127.0.0.1") -
         if len(found) == count:
             return found
     raise RuntimeError(f"fewer than {count} free ports among the candidates on {host}")
+
+
+def raw_helper(
+    helper: str, specs: Sequence[str], environment: Mapping[str, str]
+) -> Callable[[], List[socket.socket]]:
+    """
+    The helper run for SPECS with the least Python around it (``socketpair``, ``posix_spawn``,
+    ``waitpid``, one ``recvmsg``, no checks): what ``procket_twisted`` adds is the rest.
+    """
+    argv = [helper, "v1", *specs]
+    control = socket.CMSG_SPACE(len(specs) * array.array("i").itemsize)
+    expected = f"ok {len(specs)}\n".encode()
+
+    def run() -> List[socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours:
+            with theirs:
+                actions = [(os.POSIX_SPAWN_DUP2, theirs.fileno(), fd) for fd in (0, 1, 2)]
+                pid = os.posix_spawn(helper, argv, environment, file_actions=actions)
+            _, status = os.waitpid(pid, 0)
+            data, ancillary, _, _ = ours.recvmsg(64, control)
+        fds = array.array("i")
+        for _, _, payload in ancillary:
+            fds.frombytes(payload)
+        sockets = [socket.socket(fileno=fd) for fd in fds]
+        if status != 0 or data != expected or len(sockets) != len(specs):
+            for sock in sockets:
+                sock.close()
+            raise RuntimeError(f"raw helper run failed: {status} {data!r}")
+        return sockets
+
+    return run

@@ -223,7 +223,6 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
         )
     if "b" in results:
         sizes = results["b"]["sizes"]
-        one = sizes["1"]["median_ms"]
         rows = [
             [
                 "sockets per listen_many",
@@ -234,18 +233,22 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
                 "per extra socket, us",
             ]
         ]
-        for name, row in sizes.items():
-            extra = (row["median_ms"] - one) / (int(name) - 1) * 1000 if name != "1" else 0.0
-            rows.append(
-                [
-                    name,
-                    _number(row["median_ms"]),
-                    _number(row["p10_ms"]),
-                    _number(row["p90_ms"]),
-                    _number(_ratio(row["median_ms"], one), 2),
-                    _number(extra, 1) if name != "1" else "-",
-                ]
-            )
+        raw = results["b"].get("raw_sizes", {})
+        groups = [("", sizes)] + ([(" (helper, minimal Python, context)", raw)] if raw else [])
+        for suffix, group in groups:
+            base = group["1"]["median_ms"]
+            for name, row in group.items():
+                extra = (row["median_ms"] - base) / (int(name) - 1) * 1000 if name != "1" else 0
+                rows.append(
+                    [
+                        name + suffix,
+                        _number(row["median_ms"]),
+                        _number(row["p10_ms"]),
+                        _number(row["p90_ms"]),
+                        _number(_ratio(row["median_ms"], base), 2),
+                        _number(extra, 1) if name != "1" else "-",
+                    ]
+                )
         out.append(
             heading(f"(b) several sockets per helper run, as {results['user']}")
             + "\n"

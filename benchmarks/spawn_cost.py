@@ -29,7 +29,6 @@ and reverses every round, so that drift hits them alike. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import array
 import os
 import shutil
 import socket
@@ -38,7 +37,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List
 
-from common import emit, interleaved_order, summarize
+from common import emit, interleaved_order, raw_helper, summarize
 
 HOST = "127.0.0.1"
 AUTHBIND_HELPER = "/usr/lib/authbind/helper"
@@ -120,27 +119,9 @@ def authbind_variant(port: int) -> Callable[[], socket.socket]:
     return run
 
 
-def raw_helper_variant(helper: str, port: int) -> Callable[[], socket.socket]:
-    """The helper with the least Python around it: what the client adds is the rest."""
-    argv = [helper, "v1", f"kind=tcp,family=inet,addr={HOST},port={port}"]
-    control = socket.CMSG_SPACE(array.array("i").itemsize)
-
-    def run() -> socket.socket:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with ours:
-            with theirs:
-                actions = [(os.POSIX_SPAWN_DUP2, theirs.fileno(), fd) for fd in (0, 1, 2)]
-                pid = os.posix_spawn(helper, argv, ENVIRONMENT, file_actions=actions)
-            _, status = os.waitpid(pid, 0)
-            data, ancillary, _, _ = ours.recvmsg(64, control)
-        fds = array.array("i")
-        for _, _, payload in ancillary:
-            fds.frombytes(payload)
-        if status != 0 or data != b"ok 1\n" or len(fds) != 1:
-            raise RuntimeError(f"raw helper run failed: {status} {data!r}")
-        return socket.socket(fileno=fds[0])
-
-    return run
+def raw_helper_variant(helper: str, port: int) -> Callable[[], List[socket.socket]]:
+    """The helper for one socket with the least Python around it."""
+    return raw_helper(helper, [f"kind=tcp,family=inet,addr={HOST},port={port}"], ENVIRONMENT)
 
 
 def in_process_variant(port: int) -> Callable[[], socket.socket]:

@@ -22,13 +22,15 @@ __all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
 DEFAULT_BACKLOG = 128
 PROTOCOLS = ("tcp", "udp")
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
-#: The largest value of each numeric option (forced buffer sizes: the kernel doubles them).
+#: The smallest and largest value of each numeric option (forced buffer sizes: the kernel
+#: doubles them).
 _NUMBER_LIMITS = {
-    "mark": 0xFFFFFFFF,
-    "priority": 0x7FFFFFFF,
-    "force_receive_buffer": 0x3FFFFFFF,
-    "force_send_buffer": 0x3FFFFFFF,
+    "mark": (0, 0xFFFFFFFF),
+    "priority": (0, 0x7FFFFFFF),
+    "force_receive_buffer": (1, 0x3FFFFFFF),
+    "force_send_buffer": (1, 0x3FFFFFFF),
 }
+_FLAGS = ("reuseport", "freebind", "transparent")
 
 #: What ``ip`` may be: a numeric address string, an ``ipaddress`` object, or the seed's tuple form
 #: (four bytes for IPv4, eight 16-bit groups for IPv6).
@@ -45,6 +47,12 @@ def _parse_ip(ip: IPAddressLike) -> Union[ipaddress.IPv4Address, ipaddress.IPv6A
     if not isinstance(ip, str):
         raise TypeError(f"ip must be a numeric address string or tuple, not {type(ip).__name__}")
     return _parse_ip_text(ip)
+
+
+@functools.lru_cache(maxsize=256)
+def _address_text(address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> str:
+    """ADDRESS's canonical text (remembered: ``ipaddress`` builds it anew each time)."""
+    return str(address)
 
 
 @functools.lru_cache(maxsize=256)
@@ -104,15 +112,17 @@ def check_options(request: object) -> None:
 
     @raise TypeError, ValueError: naming the bad option.
     """
-    for name in ("reuseport", "freebind", "transparent"):
-        if hasattr(request, name):
-            check_flag(name, getattr(request, name))
+    for name in _FLAGS:
+        flag = getattr(request, name, False)
+        if flag is not False:  # False, or absent, is always right
+            check_flag(name, flag)
     device = getattr(request, "bind_to_device", None)
     if device is not None:
         check_interface_name(device, "bind_to_device")
-    for name, high in _NUMBER_LIMITS.items():
-        if getattr(request, name, None) is not None:
-            _check_int(name, getattr(request, name), 1 if "buffer" in name else 0, high)
+    for name, (low, high) in _NUMBER_LIMITS.items():
+        number = getattr(request, name, None)
+        if number is not None:
+            _check_int(name, number, low, high)
 
 
 def requested_options(request: object) -> Dict[str, object]:
@@ -184,7 +194,7 @@ class SocketRequest:
             )
         address = _parse_ip(self.ip)
         object.__setattr__(self, "address", address)
-        object.__setattr__(self, "ip", str(address))
+        object.__setattr__(self, "ip", _address_text(address))
         if self.backlog is not None:
             if self.protocol != "tcp":
                 raise ValueError("backlog applies to tcp only")
