@@ -57,6 +57,15 @@ class HelperBuildTests(SynchronousTestCase):
         compile_helper(SOURCE, output, **options)  # type: ignore[arg-type]
         return output
 
+    def assertStaticBuildWith(self, helper: str, library: str) -> None:
+        """HELPER is a static PIE linked against LIBRARY (musl or glibc), and it runs."""
+        found = symbols(helper)
+        ours, theirs = ("__init_libc", "__libc_setup_tls")[:: 1 if library == "musl" else -1]
+        self.assertIn(ours, found)
+        self.assertNotIn(theirs, found)
+        self.assertTrue(is_static_pie(helper))
+        self.assertRunsAndRefusesATerminal(helper)
+
     def assertRunsAndRefusesATerminal(self, helper: str) -> None:
         """
         The build runs: started by hand with a pipe for stdin instead of the channel, it refuses
@@ -72,21 +81,11 @@ class HelperBuildTests(SynchronousTestCase):
             if os.environ.get(REQUIRE_VARIABLE) == "1":  # CI installs musl-tools
                 self.fail(f"{REQUIRE_VARIABLE}=1 and {MUSL_MISSING}")
             raise unittest.SkipTest(MUSL_MISSING)
-        helper = self.build()
-        found = symbols(helper)
-        self.assertIn("__init_libc", found)
-        self.assertNotIn("__libc_setup_tls", found)
-        self.assertTrue(is_static_pie(helper))
-        self.assertRunsAndRefusesATerminal(helper)
+        self.assertStaticBuildWith(self.build(), "musl")
 
     def test_glibc_on_request(self) -> None:
         """musl=False builds against glibc, still a static PIE."""
-        helper = self.build(musl=False)
-        found = symbols(helper)
-        self.assertIn("__libc_setup_tls", found)
-        self.assertNotIn("__init_libc", found)
-        self.assertTrue(is_static_pie(helper))
-        self.assertRunsAndRefusesATerminal(helper)
+        self.assertStaticBuildWith(self.build(musl=False), "glibc")
 
     def test_glibc_without_musl(self) -> None:
         """With no musl-gcc on PATH, the default build falls back to glibc."""

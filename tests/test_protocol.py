@@ -507,20 +507,24 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
         udp = self.received(self.udp())
         self.assertIn("type", mismatch(udp, SocketRequest(0, ip="127.0.0.1")) or "")
 
+    def listeningIPv6(self, address: str, v6only: bool) -> socket.socket:
+        """A listening TCP socket on ADDRESS with IPV6_V6ONLY as V6ONLY, as if received."""
+        if not ipv6_loopback():
+            raise self.skipTest("no IPv6 loopback here")
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+        sock.bind((address, 0))
+        sock.listen(1)
+        return self.received(sock)
+
     def test_addressWrittenDifferently(self) -> None:
         """
         An address the kernel writes differently from Python (an IPv4-mapped IPv6 address:
         ``::ffff:127.0.0.1`` against ``::ffff:7f00:1``) still matches its request; another
         address does not.
         """
-        if not ipv6_loopback():
-            raise self.skipTest("no IPv6 here")
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        self.addCleanup(sock.close)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::ffff:127.0.0.1", 0))
-        sock.listen(1)
-        sock = self.received(sock)
+        sock = self.listeningIPv6("::ffff:127.0.0.1", v6only=False)
         request = SocketRequest(0, ip="::ffff:127.0.0.1")
         self.assertNotEqual(sock.getsockname()[0], request.ip)
         self.assertIsNone(mismatch(sock, request))
@@ -528,14 +532,7 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
 
     def test_v6only(self) -> None:
         """For IPv6 with v6only set, the socket's IPV6_V6ONLY must match."""
-        if not ipv6_loopback():
-            raise self.skipTest("no IPv6 loopback here")
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        self.addCleanup(sock.close)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(("::1", 0))
-        sock.listen(1)
-        sock = self.received(sock)
+        sock = self.listeningIPv6("::1", v6only=True)
         self.assertIsNone(mismatch(sock, SocketRequest(0, ip="::1", v6only=True)))
         self.assertIsNone(mismatch(sock, SocketRequest(0, ip="::1")))
         self.assertIn("v6only", mismatch(sock, SocketRequest(0, ip="::1", v6only=False)) or "")
