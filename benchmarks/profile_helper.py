@@ -12,7 +12,7 @@ Where the time of one ``procket_twisted.listen`` goes (``run.py --profile``; run
 - ``page_faults``: ``perf record -e page-faults`` of that copy: which functions take the faults;
 - ``callgrind``: ``valgrind --tool=callgrind`` instruction counts of that copy and of the no-op;
 - ``client``: ``profile_client.py`` as the unprivileged user (cProfile of the Python side, and how
-  long ``reactor.spawnProcess`` blocks the reactor).
+  long each helper start blocks the reactor).
 
 A tool that is missing is skipped and said so. Prints one JSON line.
 """
@@ -81,7 +81,7 @@ class Profiler:
             command += ["--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"]
         return command + list(extra) + ["--"]
 
-    def run(self, command: List[str], **keywords: Any) -> subprocess.CompletedProcess:
+    def run(self, command: List[str], **keywords: Any) -> "subprocess.CompletedProcess[str]":
         """Run COMMAND from /, with a minimal environment, capturing its output."""
         return subprocess.run(
             command, capture_output=True, text=True, cwd="/", env=self.environment, **keywords
@@ -123,7 +123,7 @@ def syscalls(profiler: Profiler, helper: str, port: int) -> Dict[str, Any]:
     start = next(i for i, line in enumerate(lines) if START_MARK in line)
     end = next(i for i, line in enumerate(lines) if END_MARK in line)
     client_pid = lines[start].split()[0]
-    counts: Dict[str, collections.Counter] = {
+    counts: Dict[str, "collections.Counter[str]"] = {
         "client": collections.Counter(),
         "child_before_exec": collections.Counter(),
         "helper": collections.Counter(),
@@ -234,7 +234,7 @@ def page_faults(profiler: Profiler, capable: str, port: int) -> Dict[str, Any]:
             "sample,sym",
         ]
     )
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for line in report.stdout.splitlines():
         fields = line.split()
         if len(fields) >= 3 and fields[0].isdigit():

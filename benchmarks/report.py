@@ -450,9 +450,9 @@ def profile_sections(profile: Dict[str, Any], markdown: bool) -> List[str]:
             rows.append(
                 [
                     "timer + cProfile",
-                    f"reactor.spawnProcess per endpoint listen, {held.split('_')[0]} other ports open",
-                    f"blocks the reactor {found['spawnProcess_median_us']:.0f} us (median), "
-                    f"{found['spawnProcess_max_us']:.0f} us (max); most own time: "
+                    f"a helper start per endpoint listen, {held.split('_')[0]} other ports open",
+                    f"blocks the reactor {found['start_median_us']:.0f} us (median), "
+                    f"{found['start_max_us']:.0f} us (max); most own time: "
                     + ", ".join(
                         f"{row['function']} x{row['calls_per_run']:.0f} {row['own_us']:.0f} us"
                         for row in found["top"][:4]

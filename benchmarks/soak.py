@@ -49,7 +49,9 @@ def main() -> None:
             reactor, arguments.port, interface=HOST, progname=progname, direct=False
         )
         port = await endpoint.listen(Factory.forProtocol(Protocol))
-        await port.stopListening()
+        stopped = port.stopListening()
+        if stopped is not None:
+            await stopped
 
     async def soak(name: str, once: Any) -> None:
         points: List[Dict[str, int]] = [snapshot(0)]

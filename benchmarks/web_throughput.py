@@ -32,7 +32,7 @@ PAGE = "index.html"
 
 def start_server(
     arguments: argparse.Namespace, listens: List[str], log: str, environment: Dict[str, str]
-) -> subprocess.Popen:
+) -> "subprocess.Popen[bytes]":
     """twistd -n web --listen LISTEN... --path SITE, as the unprivileged user."""
     twistd = os.path.join(os.path.dirname(arguments.python), "twistd")
     command = [
@@ -56,7 +56,7 @@ def start_server(
     return subprocess.Popen(command, cwd="/", env=env, stdout=subprocess.DEVNULL)
 
 
-def wait_until_serving(process: subprocess.Popen, port: int, log: str) -> None:
+def wait_until_serving(process: "subprocess.Popen[bytes]", port: int, log: str) -> None:
     """Wait until the server answers a GET with 200; fail with its log if it dies or hangs."""
     deadline = time.monotonic() + 30
     while True:
@@ -72,7 +72,7 @@ def wait_until_serving(process: subprocess.Popen, port: int, log: str) -> None:
         time.sleep(0.1)
 
 
-def server_uid(process: subprocess.Popen) -> int:
+def server_uid(process: "subprocess.Popen[bytes]") -> int:
     """The real uid of the server (setpriv execs twistd in place)."""
     with open(f"/proc/{process.pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
@@ -154,7 +154,7 @@ def main() -> None:
     environment = {"PROCKET_HELPER": arguments.helper}
     # Separately: one twistd per port. Together: one twistd serving both ports.
     groups = {"both": list(servers)} if arguments.together else {name: [name] for name in servers}
-    processes: Dict[str, subprocess.Popen] = {}
+    processes: Dict[str, "subprocess.Popen[bytes]"] = {}
     try:
         for group, names in groups.items():
             log = os.path.join(logs, f"{group}.log")

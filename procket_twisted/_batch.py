@@ -6,7 +6,7 @@ tool's raw and packet sockets at once).
 from __future__ import annotations
 
 import socket
-from typing import Any, List
+from typing import Any, Iterable, List
 
 from twisted.internet import defer
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
@@ -39,7 +39,7 @@ def _adopted(reactor: Any, handle: Any) -> Any:
 
 def acquireEndpoints(
     reactor: Any,
-    requests: List[AnyRequest],
+    requests: Iterable[AnyRequest],
     *,
     progname: Progname = None,
     timeout: float = DEFAULT_TIMEOUT,
