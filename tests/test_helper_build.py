@@ -19,6 +19,7 @@ from typing import Set
 from twisted.trial.unittest import SynchronousTestCase
 
 import procket_twisted
+from procket_twisted._doctor import built_against_glibc
 from procket_twisted._helper_build import compile_helper, musl_directory
 
 from .support import REQUIRE_VARIABLE, set_environment
@@ -63,6 +64,7 @@ class HelperBuildTests(SynchronousTestCase):
         ours, theirs = ("__init_libc", "__libc_setup_tls")[:: 1 if library == "musl" else -1]
         self.assertIn(ours, found)
         self.assertNotIn(theirs, found)
+        self.assertEqual(built_against_glibc(helper), library == "glibc")  # what doctor says
         self.assertTrue(is_static_pie(helper))
         self.assertRunsAndRefusesATerminal(helper)
 
@@ -115,6 +117,7 @@ class HelperBuildTests(SynchronousTestCase):
         helper = self.build(static=False)
         self.assertFalse(is_static_pie(helper))
         self.assertNotIn("__init_libc", symbols(helper))
+        self.assertIs(built_against_glibc(helper), True)
 
     def test_channel_is_checked(self) -> None:
         """Whatever the C library, a socket that is not AF_UNIX on stdin is refused too."""
