@@ -137,8 +137,10 @@ class LoadTests(SynchronousTestCase):
         in 260 helper runs (listen for some, listen_many for others, direct=False), on 60 ports
         shared so that they collide with each other and, once, within one request. Every call
         ends in its sockets (each a socket of the right type, bound to the right port, owned by
-        the test user) or in a typed ProcketError; the only error is SocketError EADDRINUSE from
-        the bind step, and there are both successes and such errors. Afterwards each worker has
+        the test user) or in a typed ProcketError; the only error is SocketError EADDRINUSE, from
+        the bind step or, when two helpers bound the same port at the same moment (both sockets
+        have SO_REUSEADDR, so both binds succeed), from the listen step of the one that listens
+        second; there are both successes and such errors. Afterwards each worker has
         no child and exactly the fds it started with, the driver has no child (no zombie), and no
         process anywhere runs the helper.
         """
@@ -161,7 +163,11 @@ class LoadTests(SynchronousTestCase):
         summary = f"{dict(kinds)} in {result['seconds']:.1f} s ({elapsed:.1f} s in all)"
         self.assertEqual(sockets_asked, WORKERS * SOCKETS_PER_WORKER, summary)
         self.assertEqual(sum(kinds.values()), WORKERS * 13, summary)
-        self.assertEqual(set(kinds), {"ok", "SocketError 98 bind"}, summary)
+        self.assertIn("ok", kinds, summary)
+        self.assertIn("SocketError 98 bind", kinds, summary)
+        self.assertLessEqual(
+            set(kinds), {"ok", "SocketError 98 bind", "SocketError 98 listen"}, summary
+        )
         leftovers = [
             (report["bad sockets"], report["fds back"], report["children"]) for report in reports
         ]
