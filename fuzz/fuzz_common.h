@@ -584,4 +584,14 @@ static void fuzz_check_spec_round_trip(const struct socket_request *socket)
           text);
 }
 
+/* Every harness starts the same way: the fixed policy and callers it compares against. */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    fuzz_make_fixed();
+    return 0;
+}
+
 #endif /* PROCKET_FUZZ_COMMON_H */

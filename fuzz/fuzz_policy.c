@@ -140,14 +140,6 @@ static void fuzz_check_round_trip(const struct policy *policy)
           (int)length, text);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    fuzz_make_fixed();
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct policy policy, newline;

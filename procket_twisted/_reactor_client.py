@@ -98,8 +98,8 @@ def _cannot_start(what: str, error: OSError) -> HelperFailedError:
 class _HelperRun:
     """
     One helper run for a list of requests, from its place in the pacer's queue to its Deferred
-    firing: `spawn` is the pacer's job (all the work happens there, so that queueing many runs in
-    one reactor turn costs that turn little), `ended` reads the reply when the helper has exited.
+    firing: `_spawn` is the pacer's job (all the work happens there, so that queueing many runs in
+    one reactor turn costs that turn little), `_ended` reads the reply when the helper has exited.
     """
 
     def __init__(

@@ -468,6 +468,17 @@ class SignalAttackTests(HelperTestCase):
         self.other_port = free_port()
         self.specs = [tcp_spec(self.port), udp_spec(self.port), tcp_spec(self.other_port)]
 
+    def write_slow_policy(self) -> None:
+        """
+        A policy of 255 rules that match no caller (16 other users each) before the one that
+        allows: the helper spends most of its run checking it, so a signal can land meanwhile.
+        """
+        rules = [
+            "deny kind=tcp,udp user=" + ",".join(str(1000 + 16 * rule + n) for n in range(16))
+            for rule in range(255)
+        ]
+        self.prefix.write_policy("\n".join(rules) + "\nallow kind=tcp,udp\n")
+
     def run_as_caller(self, code: str, specs: Optional[List[str]] = None) -> Dict[str, Any]:
         """Run CODE as the test user after `CALLER_TOOLS`, for SPECS (default: `specs`)."""
         wanted = self.specs if specs is None else specs
@@ -533,11 +544,7 @@ report({"runs": runs, "fds back": open_fds() == baseline, "children": children()
         and each run gave the caller either the whole reply ("ok 253" with 253 sockets it owns)
         or nothing. No fd, child or helper process is left.
         """
-        rules = [
-            "deny kind=tcp,udp user=" + ",".join(str(1000 + 16 * rule + n) for n in range(16))
-            for rule in range(255)
-        ]
-        self.prefix.write_policy("\n".join(rules) + "\nallow kind=tcp,udp\n")
+        self.write_slow_policy()
         specs = [udp_spec(0)] * 253
         result = self.run_as_caller(
             """
@@ -653,11 +660,7 @@ report({{"last": attempts[-1], "tries": len(attempts), "fds back": open_fds() ==
         A policy of 255 rules that do not match keeps the helper running long enough (the musl
         build otherwise ends in about 0.1 ms, often before the caller's first stop lands).
         """
-        rules = [
-            "deny kind=tcp,udp user=" + ",".join(str(1000 + 16 * rule + n) for n in range(16))
-            for rule in range(255)
-        ]
-        self.prefix.write_policy("\n".join(rules) + "\nallow kind=tcp,udp\n")
+        self.write_slow_policy()
         result = self.run_as_caller(
             """
 baseline = open_fds()
