@@ -21,6 +21,7 @@ __all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
 
 DEFAULT_BACKLOG = 128
 PROTOCOLS = ("tcp", "udp")
+_PROTOCOL_NUMBERS = {"tcp": int(socket.IPPROTO_TCP), "udp": int(socket.IPPROTO_UDP)}
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 #: The smallest and largest value of each numeric option (forced buffer sizes: the kernel
 #: doubles them).
@@ -31,6 +32,7 @@ _NUMBER_LIMITS = {
     "force_send_buffer": (1, 0x3FFFFFFF),
 }
 _FLAGS = ("reuseport", "freebind", "transparent")
+_HELPER_ARGUMENT = "_procket_helper_argument"
 
 #: What ``ip`` may be: a numeric address string, an ``ipaddress`` object, or the seed's tuple form
 #: (four bytes for IPv4, eight 16-bit groups for IPv6).
@@ -185,6 +187,8 @@ class SocketRequest:
     address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address] = field(
         init=False, repr=False, compare=False
     )
+    #: (family, type, protocol) as the kernel numbers them, for checking a received socket.
+    kernel_identity: Tuple[int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_int("port", self.port, 0, 65535)
@@ -195,6 +199,15 @@ class SocketRequest:
         address = _parse_ip(self.ip)
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "ip", _address_text(address))
+        object.__setattr__(
+            self,
+            "kernel_identity",
+            (
+                int(socket.AF_INET6 if address.version == 6 else socket.AF_INET),
+                int(socket.SOCK_STREAM if self.protocol == "tcp" else socket.SOCK_DGRAM),
+                _PROTOCOL_NUMBERS[self.protocol],
+            ),
+        )
         if self.backlog is not None:
             if self.protocol != "tcp":
                 raise ValueError("backlog applies to tcp only")
@@ -213,12 +226,12 @@ class SocketRequest:
     @property
     def family(self) -> socket.AddressFamily:
         """``AF_INET`` or ``AF_INET6``, by the address."""
-        return socket.AF_INET6 if self.address.version == 6 else socket.AF_INET
+        return socket.AddressFamily(self.kernel_identity[0])
 
     @property
     def type(self) -> socket.SocketKind:
         """``SOCK_STREAM`` for TCP, ``SOCK_DGRAM`` for UDP."""
-        return socket.SOCK_STREAM if self.protocol == "tcp" else socket.SOCK_DGRAM
+        return socket.SocketKind(self.kernel_identity[1])
 
     @property
     def effective_backlog(self) -> int:
@@ -226,17 +239,25 @@ class SocketRequest:
         return DEFAULT_BACKLOG if self.backlog is None else self.backlog
 
     def helper_argument(self) -> str:
-        """The helper's text for this socket, for example ``kind=tcp,family=inet,...``."""
-        parts = [
-            f"kind={self.protocol}",
-            f"family={'inet6' if self.address.version == 6 else 'inet'}",
-            f"addr={self.ip}",
-            f"port={self.port}",
-        ]
-        if self.protocol == "tcp":
-            parts.append(f"backlog={self.effective_backlog}")
-        parts.extend(option_arguments(self))
-        return ",".join(parts)
+        """
+        The helper's text for this socket, for example ``kind=tcp,family=inet,...``. Built once:
+        the request is frozen, and an endpoint that listens again sends it again.
+        """
+        try:
+            text: str = self.__dict__[_HELPER_ARGUMENT]
+        except KeyError:
+            parts = [
+                f"kind={self.protocol}",
+                f"family={'inet6' if self.address.version == 6 else 'inet'}",
+                f"addr={self.ip}",
+                f"port={self.port}",
+            ]
+            if self.protocol == "tcp":
+                parts.append(f"backlog={self.effective_backlog}")
+            parts.extend(option_arguments(self))
+            text = ",".join(parts)
+            object.__setattr__(self, _HELPER_ARGUMENT, text)
+        return text
 
     def describe(self) -> str:
         """A short human description, for messages: ``tcp 127.0.0.1 port 80 (mark=42)``."""

@@ -7,6 +7,7 @@ family, type, protocol, listening state for streams, and the bound address and p
 
 from __future__ import annotations
 
+import _socket
 import ipaddress
 import socket
 from typing import Any, List, Optional, Sequence
@@ -19,7 +20,13 @@ from ._request import SocketRequest
 
 __all__ = ["sockets_from_fds", "mismatch"]
 
-_PROTOCOL_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_ACCEPTCONN = socket.SO_ACCEPTCONN
+_SOCK_STREAM = socket.SOCK_STREAM
+# The kernel's numbers as the C socket object holds them: ``socket.socket``'s own ``family`` and
+# ``type`` properties build an enum member on every read.
+_kernel_family = _socket.socket.family.__get__
+_kernel_type = _socket.socket.type.__get__
 
 
 def mismatch(handle: Any, request: AnyRequest) -> Optional[str]:
@@ -30,22 +37,38 @@ def mismatch(handle: Any, request: AnyRequest) -> Optional[str]:
 
 
 def _inet_mismatch(sock: socket.socket, request: SocketRequest) -> Optional[str]:
-    kernel: Any = super(socket.socket, sock)  # family and type as numbers: no enum lookup
-    if kernel.family != request.family:
-        return f"family {sock.family.name}, not {request.family.name}"
-    if kernel.type != request.type:
-        return f"type {sock.type.name}, not {request.type.name}"
-    if sock.proto != _PROTOCOL_NUMBERS[request.protocol]:
-        return f"protocol {sock.proto}, not {request.protocol}"
-    if request.protocol == "tcp" and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+    """
+    How SOCK differs from REQUEST. The family, type and protocol are what the kernel told the
+    socket object when it was made from its fd (``socket.socket(fileno=...)`` asks it); listening
+    and the address are asked here. This runs for every socket of a batch, so the usual case costs
+    two system calls and a few comparisons; the messages are built only for a difference.
+    """
+    family, kind, protocol = request.kernel_identity
+    if _kernel_family(sock) != family or _kernel_type(sock) != kind or sock.proto != protocol:
+        return _identity_difference(sock, request)
+    if kind == _SOCK_STREAM and not sock.getsockopt(_SOL_SOCKET, _SO_ACCEPTCONN):
         return "a TCP socket that is not listening"
     host, port = sock.getsockname()[:2]
     # request.ip is the address's canonical text, as the kernel's is: parse only when they differ.
     if host != request.ip and ipaddress.ip_address(host) != request.address:
         return f"bound to {host}, not {request.ip}"
-    if request.port and port != request.port:
+    if port != request.port and request.port:
         return f"bound to port {port}, not {request.port}"
     return options_mismatch(sock, request)
+
+
+def _identity_difference(sock: socket.socket, request: SocketRequest) -> str:
+    """Which of family, type and protocol differs, as a message."""
+    if sock.family != request.family:
+        return f"family {_name(sock.family)}, not {request.family.name}"
+    if sock.type != request.type:
+        return f"type {_name(sock.type)}, not {request.type.name}"
+    return f"protocol {sock.proto}, not {request.protocol}"
+
+
+def _name(number: Any) -> str:
+    """A family's or type's name, or its number when Python has no name for it."""
+    return str(getattr(number, "name", number))
 
 
 def sockets_from_fds(fds: Sequence[int], requests: Sequence[AnyRequest]) -> List[Any]:
@@ -63,6 +86,7 @@ def sockets_from_fds(fds: Sequence[int], requests: Sequence[AnyRequest]) -> List
     sockets: List[Any] = []
     try:
         for index, (fd, request) in enumerate(zip(fds, requests), 1):
+            sock: Any
             try:
                 sock = (
                     socket.socket(fileno=fd)

@@ -507,6 +507,34 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
         udp = self.received(self.udp())
         self.assertIn("type", mismatch(udp, SocketRequest(0, ip="127.0.0.1")) or "")
 
+    def test_protocol(self) -> None:
+        """
+        A listening stream socket of another protocol on the right address (MPTCP, where TCP
+        was asked for) is refused by its protocol number.
+        """
+        try:
+            mptcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_MPTCP)
+        except OSError as error:
+            raise self.skipTest(f"no MPTCP in this kernel: {error.strerror}") from None
+        self.addCleanup(mptcp.close)
+        mptcp.bind(("127.0.0.1", 0))
+        mptcp.listen(1)
+        sock = self.received(mptcp)
+        request = SocketRequest(sock.getsockname()[1], ip="127.0.0.1")
+        self.assertEqual(mismatch(sock, request), f"protocol {socket.IPPROTO_MPTCP}, not tcp")
+
+    def test_each_socket_checked(self) -> None:
+        """
+        In a batch, the socket that differs is named by its position after sockets that were
+        right, and every fd closes.
+        """
+        fds = [self.fd_of(self.tcp()), self.fd_of(self.udp()), self.fd_of(self.tcp())]
+        requests = [SocketRequest(0, ip="127.0.0.1")] * 3
+        error = self.assertRaises(HelperFailedError, sockets_from_fds, fds, requests)
+        self.assertEqual((error.step, error.index), ("validate", 2))
+        self.assertIn("type SOCK_DGRAM, not SOCK_STREAM", str(error))
+        self.assertTrue(all(is_closed(fd) for fd in fds))
+
     def listeningIPv6(self, address: str, v6only: bool) -> socket.socket:
         """A listening TCP socket on ADDRESS with IPV6_V6ONLY as V6ONLY, as if received."""
         if not ipv6_loopback():
