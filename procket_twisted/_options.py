@@ -135,9 +135,8 @@ def asked_options(request: Any) -> Tuple[Tuple[Option, Any], ...]:
     The options REQUEST asks for, each with its value, in `OPTIONS` order. Requests are frozen,
     so the answer is kept on the request: a socket's checks read it again for every socket.
     """
-    try:
-        asked: Tuple[Tuple[Option, Any], ...] = request.__dict__[_ASKED]
-    except KeyError:
+    asked: Optional[Tuple[Tuple[Option, Any], ...]] = request.__dict__.get(_ASKED)
+    if asked is None:
         asked = tuple(
             (option, value) for option in OPTIONS if (value := option.value(request)) is not None
         )

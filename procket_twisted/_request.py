@@ -243,9 +243,8 @@ class SocketRequest:
         The helper's text for this socket, for example ``kind=tcp,family=inet,...``. Built once:
         the request is frozen, and an endpoint that listens again sends it again.
         """
-        try:
-            text: str = self.__dict__[_HELPER_ARGUMENT]
-        except KeyError:
+        text: Optional[str] = self.__dict__.get(_HELPER_ARGUMENT)
+        if text is None:
             parts = [
                 f"kind={self.protocol}",
                 f"family={'inet6' if self.address.version == 6 else 'inet'}",
