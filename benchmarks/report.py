@@ -137,6 +137,24 @@ def _number(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _batch_budget(sizes: Dict[str, Any], raw: Dict[str, Any]) -> str:
+    """
+    What (b)'s target leaves each extra socket, beside what the helper run with the least Python
+    takes (the context rows): what is left between the two is all a client may spend checking.
+    """
+    largest = max(sizes, key=int)
+    if largest == "1" or largest not in raw:
+        return ""
+    extra = int(largest) - 1
+    budget = sizes["1"]["median_ms"] * 1000 / extra
+    alone = (raw[largest]["median_ms"] - raw["1"]["median_ms"]) * 1000 / extra
+    return (
+        f"\n\nAt 2 x one socket, each of the {extra} extra sockets may cost {budget:.1f} us; the "
+        f"helper run with the least Python around it (the context rows) takes {alone:.1f} us of "
+        "that, before any check."
+    )
+
+
 def _table(rows: Sequence[Sequence[str]], markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -253,6 +271,7 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
             heading(f"(b) several sockets per helper run, as {results['user']}")
             + "\n"
             + _table(rows, markdown)
+            + _batch_budget(sizes, raw)
         )
     if "c" in results:
         c = results["c"]
