@@ -21,7 +21,15 @@ __all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
 
 DEFAULT_BACKLOG = 128
 PROTOCOLS = ("tcp", "udp")
-_PROTOCOL_NUMBERS = {"tcp": int(socket.IPPROTO_TCP), "udp": int(socket.IPPROTO_UDP)}
+#: (family, type, protocol) by protocol and IP version, as plain numbers.
+_KERNEL_IDENTITY = {
+    (protocol, version): (int(family), int(kind), int(number))
+    for protocol, kind, number in (
+        ("tcp", socket.SOCK_STREAM, socket.IPPROTO_TCP),
+        ("udp", socket.SOCK_DGRAM, socket.IPPROTO_UDP),
+    )
+    for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6))
+}
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 #: The smallest and largest value of each numeric option (forced buffer sizes: the kernel
 #: doubles them).
@@ -39,26 +47,36 @@ _HELPER_ARGUMENT = "_procket_helper_argument"
 IPAddressLike = Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address, Tuple[int, ...], None]
 
 
-def _parse_ip(ip: IPAddressLike) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_EVERY_IPV4 = (ipaddress.IPv4Address("0.0.0.0"), "0.0.0.0")
+
+
+def _parse_ip(ip: IPAddressLike) -> Address:
+    """IP as an ``ipaddress`` object (``None``: 0.0.0.0); raises TypeError or ValueError."""
+    return _parsed_ip(ip)[0]
+
+
+def _parsed_ip(ip: IPAddressLike) -> Tuple[Address, str]:
+    """
+    IP as an ``ipaddress`` object and its canonical text (which is how the kernel writes it).
+    The usual forms cost little: no address is the same constant each time, and text is
+    remembered (``ipaddress`` parses it, and writes it back, anew each time).
+    """
     if ip is None:
-        return ipaddress.IPv4Address("0.0.0.0")
+        return _EVERY_IPV4
+    if isinstance(ip, str):
+        return _parse_ip_text(ip)
     if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return ip
-    if isinstance(ip, tuple):
-        return _parse_ip_tuple(ip)
-    if not isinstance(ip, str):
+        address = ip
+    elif isinstance(ip, tuple):
+        address = _parse_ip_tuple(ip)
+    else:
         raise TypeError(f"ip must be a numeric address string or tuple, not {type(ip).__name__}")
-    return _parse_ip_text(ip)
+    return address, str(address)
 
 
 @functools.lru_cache(maxsize=256)
-def _address_text(address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> str:
-    """ADDRESS's canonical text (remembered: ``ipaddress`` builds it anew each time)."""
-    return str(address)
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_ip_text(ip: str) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+def _parse_ip_text(ip: str) -> Tuple[Address, str]:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -71,10 +89,10 @@ def _parse_ip_text(ip: str) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Addres
             f"ip {ip!r} has a scope (%interface): scoped IPv6 addresses are not supported; "
             "use a global or loopback address"
         )
-    return address
+    return address, str(address)
 
 
-def _parse_ip_tuple(ip: Tuple[int, ...]) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+def _parse_ip_tuple(ip: Tuple[int, ...]) -> Address:
     if not all(isinstance(part, int) and not isinstance(part, bool) for part in ip):
         raise TypeError(f"ip tuple {ip!r} must hold integers")
     if len(ip) == 4 and all(0 <= part <= 255 for part in ip):
@@ -184,9 +202,7 @@ class SocketRequest:
     priority: Optional[int] = None
     force_receive_buffer: Optional[int] = None
     force_send_buffer: Optional[int] = None
-    address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address] = field(
-        init=False, repr=False, compare=False
-    )
+    address: Address = field(init=False, repr=False, compare=False)
     #: (family, type, protocol) as the kernel numbers them, for checking a received socket.
     kernel_identity: Tuple[int, int, int] = field(init=False, repr=False, compare=False)
 
@@ -196,17 +212,11 @@ class SocketRequest:
             raise ValueError(
                 f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}"
             )
-        address = _parse_ip(self.ip)
+        address, text = _parsed_ip(self.ip)
         object.__setattr__(self, "address", address)
-        object.__setattr__(self, "ip", _address_text(address))
+        object.__setattr__(self, "ip", text)
         object.__setattr__(
-            self,
-            "kernel_identity",
-            (
-                int(socket.AF_INET6 if address.version == 6 else socket.AF_INET),
-                int(socket.SOCK_STREAM if self.protocol == "tcp" else socket.SOCK_DGRAM),
-                _PROTOCOL_NUMBERS[self.protocol],
-            ),
+            self, "kernel_identity", _KERNEL_IDENTITY[self.protocol, address.version]
         )
         if self.backlog is not None:
             if self.protocol != "tcp":
