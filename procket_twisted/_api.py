@@ -35,13 +35,8 @@ __all__ = [
 
 #: Seconds to wait for the helper. It answers in well under a millisecond; sudo may take longer.
 DEFAULT_TIMEOUT = 5.0
-_DENIED = (1, 13)
-_KINDS = (
-    SocketRequest,
-    RawRequest,
-    PacketRequest,
-    TunRequest,
-)  # EPERM, EACCES: the direct attempt lacked privilege after all
+_DENIED = (1, 13)  # EPERM, EACCES: the direct attempt lacked privilege after all
+_KINDS = (SocketRequest, RawRequest, PacketRequest, TunRequest)
 
 
 #: The longest timeout accepted: a day (poll() and the clocks have limits; no helper needs more).
