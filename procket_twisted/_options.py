@@ -22,6 +22,7 @@ __all__ = [
     "option_capabilities",
     "set_options",
     "options_mismatch",
+    "keep_asked_options",
 ]
 
 CAP_NET_BIND_SERVICE = 10
@@ -142,6 +143,11 @@ def asked_options(request: Any) -> Tuple[Tuple[Option, Any], ...]:
         )
         object.__setattr__(request, _ASKED, asked)
     return asked
+
+
+def keep_asked_options(request: Any, asked: Tuple[Tuple[Option, Any], ...]) -> None:
+    """Keep ASKED on REQUEST as what `asked_options` answers (for a request's own checks)."""
+    object.__setattr__(request, _ASKED, asked)
 
 
 def option_capabilities(request: Any) -> FrozenSet[int]:

@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
-from ._options import asked_options
+from ._options import OPTIONS, asked_options, keep_asked_options
 
 __all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
 
@@ -39,7 +39,7 @@ _NUMBER_LIMITS = {
     "force_receive_buffer": (1, 0x3FFFFFFF),
     "force_send_buffer": (1, 0x3FFFFFFF),
 }
-_FLAGS = ("reuseport", "freebind", "transparent")
+_ABSENT = object()
 _HELPER_ARGUMENT = "_procket_helper_argument"
 
 #: What ``ip`` may be: a numeric address string, an ``ipaddress`` object, or the seed's tuple form
@@ -128,21 +128,31 @@ def check_flag(name: str, value: object) -> bool:
 
 def check_options(request: object) -> None:
     """
-    The socket options REQUEST carries (the attributes `OPTIONS` names that it has), checked.
+    The socket options REQUEST carries (the attributes `OPTIONS` names that it has), checked in
+    one pass over `OPTIONS`, which also keeps on REQUEST the ones it asks for (`asked_options`).
+    Call it last when making a request: it must see the request's final values.
 
     @raise TypeError, ValueError: naming the bad option.
     """
-    for name in _FLAGS:
-        flag = getattr(request, name, False)
-        if flag is not False:  # False, or absent, is always right
-            check_flag(name, flag)
-    device = getattr(request, "bind_to_device", None)
-    if device is not None:
-        check_interface_name(device, "bind_to_device")
-    for name, (low, high) in _NUMBER_LIMITS.items():
-        number = getattr(request, name, None)
-        if number is not None:
-            _check_int(name, number, low, high)
+    asked = []
+    for option in OPTIONS:
+        value = getattr(request, option.attribute, _ABSENT)
+        if value is _ABSENT:
+            continue  # not every kind takes every option
+        kind = option.kind
+        if kind == "flag":
+            if value is False:
+                continue
+            check_flag(option.attribute, value)
+        elif value is None:
+            continue
+        elif kind == "name":
+            check_interface_name(value, option.attribute)
+        elif kind != "boolean":  # v6only: its request checks it, knowing the address
+            low, high = _NUMBER_LIMITS[option.attribute]
+            _check_int(option.attribute, value, low, high)
+        asked.append((option, value))
+    keep_asked_options(request, tuple(asked))
 
 
 def requested_options(request: object) -> Dict[str, object]:
