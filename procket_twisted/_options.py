@@ -72,11 +72,6 @@ class Option:
             return None
         return self.capability
 
-    def value(self, request: Any) -> Any:
-        """What REQUEST asks for, or None when it does not ask for this option."""
-        value = getattr(request, self.attribute, None)  # not every kind takes every option
-        return None if value is None or (self.kind == "flag" and not value) else value
-
     def helper_value(self, value: Any) -> str:
         """VALUE as the helper's text."""
         return str(int(value)) if self.kind in ("flag", "boolean") else str(value)
@@ -133,20 +128,16 @@ _ASKED = "_procket_asked_options"
 
 def asked_options(request: Any) -> Tuple[Tuple[Option, Any], ...]:
     """
-    The options REQUEST asks for, each with its value, in `OPTIONS` order. Requests are frozen,
-    so the answer is kept on the request: a socket's checks read it again for every socket.
+    The options REQUEST asks for, each with its value, in `OPTIONS` order: what its
+    ``check_options`` kept when it was made (requests are frozen), or none for a kind that takes
+    no options.
     """
-    asked: Optional[Tuple[Tuple[Option, Any], ...]] = request.__dict__.get(_ASKED)
-    if asked is None:
-        asked = tuple(
-            (option, value) for option in OPTIONS if (value := option.value(request)) is not None
-        )
-        object.__setattr__(request, _ASKED, asked)
+    asked: Tuple[Tuple[Option, Any], ...] = request.__dict__.get(_ASKED, ())
     return asked
 
 
 def keep_asked_options(request: Any, asked: Tuple[Tuple[Option, Any], ...]) -> None:
-    """Keep ASKED on REQUEST as what `asked_options` answers (for a request's own checks)."""
+    """Keep ASKED on REQUEST as what `asked_options` answers."""
     object.__setattr__(request, _ASKED, asked)
 
 

@@ -14,7 +14,7 @@ from ._options import CAP_NET_RAW, option_capabilities, options_mismatch, set_op
 from ._reply import socket_error
 from ._request import (
     IPAddressLike,
-    _parse_ip,
+    _parsed_ip,
     check_flag,
     check_options,
     describe_options,
@@ -72,10 +72,11 @@ class RawRequest:
                 f", not {self.protocol!r}"
             )
         object.__setattr__(self, "number", number)
-        address = None if self.ip is None else _parse_ip(self.ip)
+        address = None
+        if self.ip is not None:
+            address, text = _parsed_ip(self.ip)
+            object.__setattr__(self, "ip", text)
         object.__setattr__(self, "address", address)
-        if address is not None:
-            object.__setattr__(self, "ip", str(address))
         family = self.family
         if family is None:
             family = "inet6" if (address and address.version == 6) or number == 58 else "inet"

@@ -51,14 +51,10 @@ Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _EVERY_IPV4 = (ipaddress.IPv4Address("0.0.0.0"), "0.0.0.0")
 
 
-def _parse_ip(ip: IPAddressLike) -> Address:
-    """IP as an ``ipaddress`` object (``None``: 0.0.0.0); raises TypeError or ValueError."""
-    return _parsed_ip(ip)[0]
-
-
 def _parsed_ip(ip: IPAddressLike) -> Tuple[Address, str]:
     """
-    IP as an ``ipaddress`` object and its canonical text (which is how the kernel writes it).
+    IP as an ``ipaddress`` object and its canonical text (which is how the kernel writes it);
+    ``None`` is 0.0.0.0. Raises TypeError or ValueError.
     The usual forms cost little: no address is the same constant each time, and text is
     remembered (``ipaddress`` parses it, and writes it back, anew each time).
     """

@@ -36,6 +36,12 @@ def run(main):
     def start(reactor):
         return defer.ensureDeferred(main(reactor)).addCallback(report)
     task.react(start)
+
+class Keep(DatagramProtocol):  # fires got with the first datagram's text
+    def __init__(self):
+        self.got = defer.Deferred()
+    def datagramReceived(self, data, address):
+        self.got.callback(data.decode())
 """
 
 
@@ -131,12 +137,6 @@ class TwistedAsNobodyTests(SynchronousTestCase):
         result = self.run_twisted(f"""
             import socket as sockets
 
-            class Keep(DatagramProtocol):
-                def __init__(self):
-                    self.got = defer.Deferred()
-                def datagramReceived(self, data, address):
-                    self.got.callback(data.decode())
-
             async def main(reactor):
                 protocol = Keep()
                 endpoint = datagramEndpointFromString(reactor, "procket:udp:{port}:interface=127.0.0.1")
@@ -168,12 +168,6 @@ class AsyncioReactorAsNobodyTests(SynchronousTestCase):
             asyncioreactor.install()
             import socket as sockets
             from twisted.internet import reactor as installed
-
-            class Keep(DatagramProtocol):
-                def __init__(self):
-                    self.got = defer.Deferred()
-                def datagramReceived(self, data, address):
-                    self.got.callback(data.decode())
 
             async def main(reactor):
                 await task.deferLater(reactor, 0)
