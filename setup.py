@@ -1,7 +1,7 @@
 """
 The build step setup.cfg cannot express: compile the C helper into the package.
 
-``pip install .`` runs build_py, which also compiles ``procket_twisted/helper/procket-helper.c``
+``pip install .`` runs build_py, which also compiles the C files of ``procket_twisted/helper/``
 with the system C compiler into ``procket_twisted/helper/procket-helper``; ``procket-twisted
 install-helper`` later copies that binary into place, setuid root. The wheel is platform-specific.
 """
@@ -14,7 +14,7 @@ from setuptools.command.build_py import build_py
 from setuptools.dist import Distribution
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join("procket_twisted", "helper", "procket-helper.c")
+SOURCE = os.path.join(HERE, "procket_twisted", "helper")
 
 
 def _load_build_module():
@@ -32,7 +32,7 @@ class BuildWithHelper(build_py):
         super().run()
         output = os.path.join(self.build_lib, "procket_twisted", "helper", "procket-helper")
         os.makedirs(os.path.dirname(output), exist_ok=True)
-        command = _load_build_module().compile_helper(os.path.join(HERE, SOURCE), output)
+        command = _load_build_module().compile_helper(output, SOURCE)
         self.announce("built the helper: " + " ".join(command), level=2)
 
 

@@ -1,20 +1,40 @@
 """
-ping, in Twisted, as an ordinary user: ICMP (or ICMPv6) echo over a raw socket that the procket
-helper opens (``procket:raw:icmp``, ``procket:raw6:icmpv6``). It prints what iputils' ``ping``
-prints, round-trip times and statistics included:
+ping, in Twisted, as an ordinary user, with the least privilege that works. It prints what iputils'
+``ping`` prints, round-trip times and statistics included:
 
     python examples/ping.py 127.0.0.1 -c 3
     python examples/ping.py ::1 -c 3 -i 0.2 -W 2
+    python examples/ping.py -v 127.0.0.1 -c 1    # and, on stderr, which socket it uses
 
-The helper's policy must allow raw sockets for ICMP and ICMPv6, with a line such as
-``allow kind=raw proto=1,58`` (see docs/policy.md). Replies are matched by the echo identifier (this
-process's id), as ping does: a raw socket sees every ICMP message that arrives. For IPv6 the kernel
-computes the ICMPv6 checksum, and the hop limit comes from the transport's ``receivedHopLimit``.
+Which socket, and why:
+
+1. An ICMP echo socket of its own (``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)``, or
+   ``AF_INET6`` and ``IPPROTO_ICMPV6``), with no helper at all, where the kernel allows one: Linux
+   does when one of the process's groups lies in ``net.ipv4.ping_group_range`` (per network
+   namespace; it governs ICMPv6 too). Such a socket can only send echo requests and receive
+   their replies, so this path asks for nothing. It tries to create the socket rather than read
+   the sysctl, so that the kernel decides. The kernel sets the echo identifier (the socket's
+   port: it is bound first, to know it), computes the checksum, delivers to this socket only the
+   replies with its identifier, and gives IPv4 replies without their IP header.
+2. Otherwise (socket() fails with EACCES or EPERM, or the kernel has no such sockets): a raw
+   socket that the procket helper opens (``procket:raw:icmp``, ``procket:raw6:icmpv6``). That is a
+   bigger grant (its holder may set IP_HDRINCL and send any IPv4 packet), which the helper's
+   policy must give with a line such as ``allow kind=raw proto=1,58`` (see docs/policy.md); the
+   default policy refuses it, and ping says so. Replies are matched by the echo identifier (this
+   process's id), as ping does: a raw socket sees every ICMP message that arrives.
+
+Both are served by the same transport (``adoptRawSocket``'s `RawPort`, which takes datagram
+sockets too), which reports each packet's TTL or hop limit (IP_RECVTTL, IPV6_RECVHOPLIMIT) as
+``receivedHopLimit``; ping prints it as ``ttl=``. (Twisted's ``adoptDatagramPort`` takes an ICMP
+echo socket as well, but reads with recvfrom, so the TTL would be lost.) The path is printed only
+with ``-v``, on stderr, so that standard output stays exactly ping's; unlike iputils' ``-v``,
+which also prints more on standard output, this one changes nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import math
 import os
@@ -23,24 +43,37 @@ import socket
 import struct
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer, task
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 
-from procket_twisted.endpoints import datagramEndpointFromString
+from procket_twisted.endpoints import adoptRawSocket, datagramEndpointFromString
 
-ECHO_REQUEST = {socket.AF_INET: 8, socket.AF_INET6: 128}
-ECHO_REPLY = {socket.AF_INET: 0, socket.AF_INET6: 129}
+ECHO_REQUEST: Dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}
+ECHO_REPLY: Dict[int, int] = {socket.AF_INET: 0, socket.AF_INET6: 129}
+ICMP: Dict[int, int] = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
+WILDCARD: Dict[int, str] = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
+#: The helper's raw sockets, the fallback.
+HELPER_ENDPOINTS: Dict[int, str] = {
+    socket.AF_INET: "procket:raw:icmp",
+    socket.AF_INET6: "procket:raw6:icmpv6",
+}
+#: What socket() fails with where this process may not have an ICMP echo socket: its groups lie
+#: outside net.ipv4.ping_group_range (EACCES; EPERM elsewhere), or the kernel has none.
+REFUSED = {errno.EACCES, errno.EPERM, errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT,
+           errno.EAFNOSUPPORT}  # fmt: skip
 _ICMPV6_FILTER = 1  # ICMP6_FILTER, at level IPPROTO_ICMPV6
+
+SocketFactory = Callable[[int, int, int], socket.socket]
 
 
 def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071) of DATA."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -55,6 +88,31 @@ def echo_request(family: int, identifier: int, sequence: int, size: int) -> byte
     if family == socket.AF_INET6:
         return header + data  # the kernel computes the ICMPv6 checksum (it covers the IPv6 header)
     return header[:2] + struct.pack("!H", checksum(header + data)) + header[4:] + data
+
+
+def icmp_message(packet: bytes, header_included: bool) -> bytes:
+    """
+    The ICMP message in PACKET, which starts with its IPv4 header when HEADER_INCLUDED (what a
+    raw IPv4 socket receives); an ICMP echo socket and an ICMPv6 socket give the message alone.
+    """
+    return packet[(packet[0] & 0x0F) * 4 :] if header_included and packet else packet
+
+
+def echo_socket(family: int, create: SocketFactory = socket.socket) -> socket.socket:
+    """
+    An ICMP echo socket of FAMILY, made by CREATE, bound so that its port (the echo identifier,
+    which the kernel writes into every request) is known.
+
+    @raise OSError: as socket() fails: with an errno in REFUSED where the kernel does not give
+        this process such a socket.
+    """
+    sock = create(family, socket.SOCK_DGRAM, ICMP[family])
+    try:
+        sock.bind((WILDCARD[family], 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def millis(seconds: float) -> str:
@@ -72,15 +130,18 @@ def millis(seconds: float) -> str:
 class Pinger(DatagramProtocol):
     """Sends the echo requests, prints each reply and, at the end, the statistics."""
 
+    transport: Any  # a RawPort: write, getHandle, receivedHopLimit
+
     def __init__(self, reactor: Any, options: argparse.Namespace, family: int, address: str):
         self.reactor = reactor
         self.options = options
         self.family = family
         self.address = address
-        self.identifier = os.getpid() & 0xFFFF
+        self.identifier = os.getpid() & 0xFFFF  # on an echo socket, its port (startProtocol)
+        self.on_echo_socket = False  # whether the transport's socket is an ICMP echo socket
         self.sent: Dict[int, float] = {}  # sequence -> when sent (monotonic)
         self.times: List[float] = []
-        self.received: set = set()
+        self.received: Set[int] = set()
         self.duplicates = 0
         self.errors = 0
         self.started: Optional[float] = None
@@ -94,12 +155,17 @@ class Pinger(DatagramProtocol):
             print(f"PING {host} ({self.address}) {size}({size + 28}) bytes of data.", flush=True)
         else:
             print(f"PING {host}({self.address}) {size} data bytes", flush=True)
-        if self.family == socket.AF_INET6:
-            # Let only echo replies through (the kernel filters; the identifier is checked here).
+        handle = self.transport.getHandle()
+        if handle.type == socket.SOCK_DGRAM:
+            self.on_echo_socket = True
+            self.identifier = handle.getsockname()[1]
+        elif self.family == socket.AF_INET6:
+            # A raw socket: let only echo replies through (the kernel filters; the identifier is
+            # checked here). An echo socket gets nothing but the replies to its own requests.
             blocked = [0xFFFFFFFF] * 8
             blocked[ECHO_REPLY[self.family] >> 5] &= ~(1 << (ECHO_REPLY[self.family] & 31))
             try:
-                self.transport.getHandle().setsockopt(
+                handle.setsockopt(
                     socket.IPPROTO_ICMPV6, _ICMPV6_FILTER, struct.pack("=8I", *blocked)
                 )
             except OSError:
@@ -130,12 +196,8 @@ class Pinger(DatagramProtocol):
 
     def datagramReceived(self, packet: bytes, address: Tuple[str, int]) -> None:
         now = time.monotonic()
-        if self.family == socket.AF_INET:
-            header = (packet[0] & 0x0F) * 4
-            ttl: Optional[int] = packet[8]
-            message = packet[header:]
-        else:
-            ttl, message = self.transport.receivedHopLimit, packet
+        ttl: Optional[int] = self.transport.receivedHopLimit
+        message = icmp_message(packet, self.family == socket.AF_INET and not self.on_echo_socket)
         if len(message) < 8:
             return
         kind, _, _, identifier, sequence = struct.unpack("!BBHHH", message[:8])
@@ -223,6 +285,8 @@ def arguments(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("-W", dest="timeout", type=float, default=10.0,
                         help="seconds to wait for the last reply")  # fmt: skip
     parser.add_argument("-s", dest="size", type=int, default=56, help="data bytes per request")
+    parser.add_argument("-v", dest="verbose", action="store_true",
+                        help="say on stderr which socket is used, and why")  # fmt: skip
     options = parser.parse_args(argv)
     if options.count < 0 or options.interval < 0.002 or options.timeout <= 0:
         parser.error("-c must be at least 1, -i at least 0.002 and -W more than 0")
@@ -231,15 +295,43 @@ def arguments(argv: List[str]) -> argparse.Namespace:
     return options
 
 
+async def listen(reactor: Any, pinger: Pinger, create: SocketFactory = socket.socket) -> Any:
+    """
+    Serve PINGER from an ICMP echo socket of its own where the kernel allows one, else from a raw
+    socket that the procket helper opens; with -v, say which on stderr.
+
+    @return: the listening port.
+    @raise CannotListenError: when the helper cannot give the raw socket (its policy refuses...).
+    @raise OSError: when the echo socket fails otherwise (too many open files...).
+    """
+    verbose = pinger.options.verbose
+    try:
+        sock = echo_socket(pinger.family, create)
+    except OSError as problem:
+        if problem.errno not in REFUSED:
+            raise
+        description = HELPER_ENDPOINTS[pinger.family]
+        if verbose:
+            print(f"ping: no ICMP echo socket ({problem.strerror}): a raw socket from the procket "
+                  f"helper ({description})", file=sys.stderr)  # fmt: skip
+        return await datagramEndpointFromString(reactor, description).listen(pinger)
+    if verbose:
+        print(f"ping: an ICMP echo socket, identifier {sock.getsockname()[1]}: no helper",
+              file=sys.stderr)  # fmt: skip
+    return adoptRawSocket(reactor, sock, pinger)
+
+
 async def main(reactor: Any, argv: List[str]) -> None:
     options = arguments(argv)
     family, address = resolve(options.host)
-    description = "procket:raw:icmp" if family == socket.AF_INET else "procket:raw6:icmpv6"
     pinger = Pinger(reactor, options, family, address)
     try:
-        port = await datagramEndpointFromString(reactor, description).listen(pinger)
+        port = await listen(reactor, pinger)
     except CannotListenError as problem:
         print(f"ping: {problem.socketError}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as problem:
+        print(f"ping: socket: {problem.strerror}", file=sys.stderr)
         raise SystemExit(2) from None
     signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(pinger.finish))
     code = await pinger.done

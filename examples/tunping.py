@@ -1,17 +1,18 @@
 """
 A tiny userspace host on a TUN interface: answers ping for an address behind it, as an ordinary user.
 
-    python examples/tunping.py                          # tun interface 10.213.0.1/30, up
+    python examples/tunping.py                          # tunping0, 10.213.0.1/30, up
     ping -c 3 10.213.0.2                                # answered by this program
-    python examples/tunping.py --name tunping0 --address 10.9.9.1/24 --answer 10.9.9.7
+    python examples/tunping.py --name tunping1 --address 10.9.9.1/24 --answer 10.9.9.7
 
 The helper creates the interface (owned by this user, with its address, up) and hands over its
 descriptor; Twisted's ``TuntapPort`` reads the IP packets the kernel routes into it. A
 ``TunnelIPProtocol`` (``twisted.pair``'s IP protocol, fit for TUN) passes ICMP to the responder,
 which writes echo replies back into the interface. The interface goes away when this stops.
 
-The helper's policy must allow it, for example ``allow user=UID kind=tun`` (and, with --name,
-``allow user=UID kind=tun device=NAME``).
+The helper's policy must allow it, naming the interface and the network, for example
+``allow user=UID kind=tun device=tunping0 addr=10.213.0.0/24`` (a tun grant always names its
+interfaces: their holder could make them outlive it).
 """
 
 import argparse
@@ -87,8 +88,9 @@ async def serve(reactor, options) -> None:
     answer = options.answer or str(network.ip + 1)
     if ipaddress.ip_address(answer) not in network.network or answer == str(network.ip):
         raise SystemExit(f"tunping: {answer} must be another address of {network.network}")
-    name = f":{options.name}" if options.name else ""
-    endpoint = tunEndpointFromString(reactor, f"procket:tun{name}:address={network}:up=yes")
+    endpoint = tunEndpointFromString(
+        reactor, f"procket:tun:{options.name}:address={network}:up=yes"
+    )
     done: defer.Deferred = defer.Deferred()
     ip = TunnelIPProtocol()
     ip.addProto(ICMP, EchoResponder(ip, answer, options.count, done))
@@ -108,7 +110,7 @@ async def serve(reactor, options) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--name", help="the interface's name (default: the next tunN)")
+    parser.add_argument("--name", default="tunping0", help="the interface's name (tunping0)")
     parser.add_argument("--address", default="10.213.0.1/30", help="its address and prefix")
     parser.add_argument("--answer", help="the address to answer for (default: the next one)")
     parser.add_argument("--count", type=int, default=0, help="stop after this many replies")

@@ -3,15 +3,15 @@
  *
  * Input: the raw bytes of a policy file (at most MAX_POLICY_BYTES, as the helper reads no more).
  * A parsed policy must satisfy the invariants (<= MAX_RULES rules on increasing lines, <= MAX_VALUES
- * values per key, ranges low <= high within their maximum, prefixes within their family's width,
- * only known kinds, families and options, valid device names), must parse the same with a newline
- * appended, must survive a round trip
+ * values per key, ranges low <= high within their maximum, prefixes within their family's width
+ * with no host bits, only known kinds, families and options, valid device names), must end with a
+ * newline and parse the same with one more, must survive a round trip
  * through its canonical text, and policy_decision() for fixed requests and callers must agree with
  * an independent bit-by-bit reference.
  */
 #include "fuzz_common.h"
 
-static bool same_ranges(const struct port_range *a, const struct port_range *b, unsigned count)
+static bool same_ranges(const struct range *a, const struct range *b, unsigned count)
 {
     for (unsigned i = 0; i < count; i++)
         if (a[i].low != b[i].low || a[i].high != b[i].high)
@@ -26,8 +26,12 @@ static bool same_rule(const struct rule *a, const struct rule *b, bool compare_l
         a->options != b->options || a->n_users != b->n_users || a->n_groups != b->n_groups ||
         a->n_ports != b->n_ports || a->n_addresses != b->n_addresses ||
         a->n_devices != b->n_devices || a->n_protos != b->n_protos ||
-        a->n_ethertypes != b->n_ethertypes)
+        a->n_ethertypes != b->n_ethertypes ||
+        memcmp(a->n_bounds, b->n_bounds, sizeof a->n_bounds) != 0)
         return false;
+    for (unsigned i = 0; i < OPTION_COUNT; i++)
+        if (!same_ranges(a->bounds[i], b->bounds[i], a->n_bounds[i]))
+            return false;
     for (unsigned i = 0; i < a->n_users; i++)
         if (a->users[i] != b->users[i])
             return false;
@@ -59,20 +63,41 @@ static bool same_policy(const struct policy *a, const struct policy *b, bool com
     return true;
 }
 
-static bool format_names(char *out, size_t size, size_t *length, const char *key, unsigned bits,
-                         const struct name_bit *names, size_t n)
+static bool format_kinds(char *out, size_t size, size_t *length, unsigned bits)
 {
     bool ok = true, first = true;
-    for (size_t i = 0; ok && i < n; i++)
-        if (bits & names[i].bit) {
-            ok = append(out, size, length, "%s%s", first ? key : ",", names[i].name);
+    for (size_t i = 0; ok && i < COUNT(kinds); i++)
+        if (bits & kinds[i].bit) {
+            ok = append(out, size, length, "%s%s", first ? " kind=" : ",", kinds[i].name);
+            first = false;
+        }
+    return ok;
+}
+
+static bool format_families(char *out, size_t size, size_t *length, unsigned bits)
+{
+    bool ok = true, first = true;
+    for (size_t i = 0; ok && i < COUNT(family_names); i++)
+        if (bits & family_names[i].bit) {
+            ok = append(out, size, length, "%s%s", first ? " family=" : ",", family_names[i].name);
+            first = false;
+        }
+    return ok;
+}
+
+static bool format_options(char *out, size_t size, size_t *length, unsigned bits)
+{
+    bool ok = true, first = true;
+    for (unsigned i = 0; ok && i < OPTION_COUNT; i++)
+        if (bits & OPTION(i)) {
+            ok = append(out, size, length, "%s%s", first ? " options=" : ",", options[i].name);
             first = false;
         }
     return ok;
 }
 
 static bool format_ranges(char *out, size_t size, size_t *length, const char *key,
-                          const struct port_range *ranges, unsigned count, bool hex)
+                          const struct range *ranges, unsigned count, bool hex)
 {
     bool ok = true;
     for (unsigned i = 0; ok && i < count; i++) {
@@ -98,10 +123,8 @@ static bool format_rule(const struct rule *rule, char *out, size_t size)
     for (unsigned i = 0; ok && i < rule->n_groups; i++)
         ok = append(out, size, &length, "%s%u", i == 0 ? " group=" : ",",
                     (unsigned)rule->groups[i]);
-    ok = ok && format_names(out, size, &length, " kind=", rule->kinds, kind_names,
-                            COUNT(kind_names));
-    ok = ok && format_names(out, size, &length, " family=", rule->families, family_names,
-                            COUNT(family_names));
+    ok = ok && format_kinds(out, size, &length, rule->kinds);
+    ok = ok && format_families(out, size, &length, rule->families);
     ok = ok && format_ranges(out, size, &length, " port=", rule->ports, rule->n_ports, false);
     ok = ok && format_ranges(out, size, &length, " proto=", rule->protos, rule->n_protos, false);
     ok = ok && format_ranges(out, size, &length, " ethertype=", rule->ethertypes,
@@ -112,8 +135,12 @@ static bool format_rule(const struct rule *rule, char *out, size_t size)
         fuzz_format_address(&prefix->address, address, sizeof address);
         ok = append(out, size, &length, "%s%s/%u", i == 0 ? " addr=" : ",", address, prefix->bits);
     }
-    ok = ok && format_names(out, size, &length, " options=", rule->options, option_names,
-                            COUNT(option_names));
+    ok = ok && format_options(out, size, &length, rule->options);
+    for (unsigned i = 0; ok && i < OPTION_COUNT; i++) {
+        char key[24];
+        (void)snprintf(key, sizeof key, " %s=", options[i].name);
+        ok = format_ranges(out, size, &length, key, rule->bounds[i], rule->n_bounds[i], false);
+    }
     for (unsigned i = 0; ok && i < rule->n_devices; i++)
         ok = append(out, size, &length, "%s%.*s", i == 0 ? " device=" : ",", IFNAMSIZ,
                     rule->devices[i]);
@@ -160,7 +187,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t s = 0; s < COUNT(fixed_sockets); s++)
             fuzz_check_decision(&policy, &fixed_callers[c], &fixed_sockets[s]);
 
-    /* A final newline changes nothing. */
+    /* A policy parses only when it ends with a newline (or is empty); one more blank line
+       changes nothing. */
+    CHECK(size == 0 || data[size - 1] == '\n', "a policy whose last line has no newline parses");
     memcpy(copy, data, size);
     copy[size] = '\n';
     CHECK(parse_policy(copy, size + 1, &newline, why), "fails with a newline appended: %s", why);

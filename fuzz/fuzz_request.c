@@ -5,7 +5,8 @@
  * "v1\0kind=tcp,family=inet,addr=0.0.0.0,port=80" or "v1\0check\0SPEC..." (at most
  * FUZZ_MAX_ARGS of them).
  * A parsed request must satisfy the invariants (1..253 sockets, known kinds and families, ports and
- * backlogs <= 65535, v6only only for inet6, backlog only for tcp), each socket must survive a
+ * backlogs <= 65535, v6only only for inet6, backlog only for tcp), its grant filter must be well
+ * formed, each socket must survive a
  * round trip through its canonical spec, and matching it against a fixed policy for a few callers
  * must agree with an independent bit-by-bit reference.
  */
@@ -48,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const struct socket_request *socket = &request.sockets[i];
             fuzz_check_socket(socket);
             fuzz_check_spec_round_trip(socket);
+            fuzz_check_grant_filters(socket);
             for (size_t c = 0; c < COUNT(fixed_callers); c++)
                 fuzz_check_decision(&fixed_policy, &fixed_callers[c], socket);
         }

@@ -1,6 +1,8 @@
 """
-How the helper is compiled: one place for the compiler flags, used by ``setup.py`` (which loads
-this file by path, before the package is importable) and by the tests that build variants.
+How the helper is compiled: one place for the compiler flags and the list of its sources (every
+``.c`` file of ``procket_twisted/helper/``, read in the order ``helper/AUDIT.md`` gives), used by
+``setup.py`` (which loads this file by path, before the package is importable), by scripts/test
+for its sanitizer build and by the tests that build variants.
 
 The helper is built with every warning an error and hardened (stack protector, full RELRO, PIE,
 and fortify where the C library has it), and statically linked when the C library allows it: a
@@ -22,6 +24,9 @@ import shutil
 import subprocess
 import tempfile
 from typing import List, Optional, Sequence
+
+#: The helper's source directory in this package.
+HELPER_DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helper")
 
 WARNINGS = [
     "-Wall", "-Wextra", "-Werror", "-Wformat=2", "-Wconversion", "-Wsign-conversion",
@@ -88,7 +93,14 @@ def _kernel_headers(directory: str) -> str:
     return include
 
 
-def _compile_musl(source: str, output: str, extra: Sequence[str], musl: str) -> List[str]:
+def helper_sources(directory: str = HELPER_DIRECTORY) -> List[str]:
+    """Every C file of the helper in DIRECTORY, sorted (they are linked into one program)."""
+    return sorted(
+        os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".c")
+    )
+
+
+def _compile_musl(sources: Sequence[str], output: str, extra: Sequence[str], musl: str) -> List[str]:
     """
     Compile with musl-gcc and link a static PIE by hand (Debian's musl-gcc cannot link one: its
     specs always name a dynamic loader); return the link command.
@@ -104,16 +116,20 @@ def _compile_musl(source: str, output: str, extra: Sequence[str], musl: str) -> 
 
     with tempfile.TemporaryDirectory(prefix="procket-helper-build-") as work:
         include = _kernel_headers(work)
-        objects = os.path.join(work, "procket-helper.o")
-        compile_command = (
-            ["musl-gcc", "-std=c11"] + WARNINGS + HARDENING + list(extra)
-            + ["-isystem", include, "-c", "-o", objects, source]
-        )  # fmt: skip
-        subprocess.run(compile_command, check=True)
+        objects = []
+        compile_command: List[str] = []
+        for source in sources:
+            name = os.path.splitext(os.path.basename(source))[0]
+            objects.append(os.path.join(work, name + ".o"))
+            compile_command = (
+                ["musl-gcc", "-std=c11"] + WARNINGS + HARDENING + list(extra)
+                + ["-isystem", include, "-c", "-o", objects[-1], source]
+            )  # fmt: skip
+            subprocess.run(compile_command, check=True)
         link_command = (
             cc + ["-nostdlib", "-nostartfiles", "-static-pie"] + HARDENING_LINK
             + ["-o", output, os.path.join(musl, "rcrt1.o"), os.path.join(musl, "crti.o"),
-               gcc_file("crtbeginS.o"), objects, "-L" + musl, "-Wl,--start-group", "-lc",
+               gcc_file("crtbeginS.o"), *objects, "-L" + musl, "-Wl,--start-group", "-lc",
                gcc_file("libgcc.a"), "-Wl,--end-group", gcc_file("crtendS.o"),
                os.path.join(musl, "crtn.o")]
         )  # fmt: skip
@@ -122,28 +138,31 @@ def _compile_musl(source: str, output: str, extra: Sequence[str], musl: str) -> 
 
 
 def compile_helper(
-    source: str,
     output: str,
+    directory: str = HELPER_DIRECTORY,
     extra: Sequence[str] = (),
     static: Optional[bool] = None,
     musl: bool = True,
 ) -> List[str]:
     """
-    Compile SOURCE into the executable OUTPUT and return the command used.
+    Compile the helper's sources in DIRECTORY into the executable OUTPUT and return the command
+    used (for musl, the last compile and the link).
 
+    @param directory: the helper's source directory (another copy: a mutant, a packager's).
     @param extra: more flags (sanitizers, defines).
     @param static: True or False to force; None tries static first, then dynamic.
     @param musl: link against musl when it is installed (only for a static build without
         sanitizers, which need glibc).
     @raise subprocess.CalledProcessError: when the compiler fails (its output shows why).
     """
+    sources = helper_sources(directory)
     library = musl_directory() if musl and static is not False else None
     if library is not None:
-        return _compile_musl(source, output, extra, library)
+        return _compile_musl(sources, output, extra, library)
     base = compiler() + ["-std=c11"] + WARNINGS + HARDENING + list(extra)
     attempts = [STATIC, DYNAMIC] if static is None else [STATIC if static else DYNAMIC]
     for number, link in enumerate(attempts, 1):
-        command = base + link + ["-o", output, source]
+        command = base + link + ["-o", output] + sources
         last = number == len(attempts)
         result = subprocess.run(command, capture_output=not last)
         if result.returncode == 0:

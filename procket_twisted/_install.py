@@ -7,21 +7,40 @@ Layout under PREFIX (default ``/usr/local``)::
     PREFIX/libexec/procket-twisted/policy           its policy (written once, then left alone)
 
 The helper refuses to run, and to read its policy, unless every directory above it is owned by
-root and not writable by group or others (sticky directories such as /tmp excepted), so this
-command checks the same before installing. Running it twice is harmless: the binary is replaced
-atomically and an existing policy is kept.
+root and not writable by group or others (sticky directories such as /tmp excepted, but not its
+own directory, which only root may write), and it allows nothing without a complete policy. So
+this command, in this order:
+
+1. checks every existing directory of PREFIX/libexec/procket-twisted, from "/" down, as the helper
+   will: each is opened in its parent's descriptor without following a symbolic link and checked
+   with fstat. Any it would refuse (a symbolic link, not root's, writable by others) stops the
+   install, with the fix, before anything is created or changed;
+2. creates the missing directories, each with mkdir in its parent's descriptor, opens it the same
+   way, checks it again (someone may have been faster in a sticky parent) and sets its owner and
+   mode through its own descriptor; then adds search permission to PREFIX and the directories
+   below it, also through their descriptors;
+3. writes the helper to a new file with a random name in the helper's directory (through that
+   directory's descriptor), sets owner, mode and capabilities on the file's descriptor, and
+   renames it over the old helper, so the helper is replaced atomically;
+4. writes the default policy whole to a new file and links it to ``policy``, which leaves an
+   existing policy alone (and says if the helper would refuse it).
+
+No path under PREFIX is ever followed twice or by name, so a user who can change a directory on
+the way cannot redirect root's mkdir, chown or chmod to another file. Running it twice is
+harmless.
 """
 
 from __future__ import annotations
 
+import errno
 import grp
 import hashlib
 import os
+import secrets
 import shutil
 import stat
 import subprocess
-import tempfile
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ._plugin_cache import regenerate_plugin_cache
 
@@ -53,20 +72,28 @@ DEFAULT_POLICY = """\
 #   user=UID,...       the caller's uid          group=GID,...   the caller's gid or groups
 #   kind=tcp,udp,raw,packet,tun,tap   what is opened (a rule without kind= is about tcp,udp only)
 #   family=inet,inet6  proto=N (raw)             ethertype=0x806 (packet)
-#   port=N,N-M,...     the local port            addr=IP,IP/BITS,...  the local address
-#   device=IF,...      the interface it is bound to (with options=device)
+#   port=N,N-M,...     the local port            addr=IP,IP/BITS,...  the local addresses
+#   device=IF,...      the interface (SO_BINDTODEVICE with options=device; a packet socket's;
+#                      a new tun or tap's name, which an allow rule for tun or tap must give)
 #   options=NAME,...   an allow rule grants these socket options (without options=, only
 #                      v6only, reuseport and freebind); a deny rule refuses them. The others:
-#                      transparent, device, mark, priority, rcvbuf, sndbuf, hdrincl, promisc.
+#                      transparent, device, mark, priority, rcvbuf, sndbuf.
+#   mark=, priority=, rcvbuf=, sndbuf=   ranges that bound those options' values
+# A socket is matched as every address it accepts: 0.0.0.0 is every IPv4 address, :: without
+# v6only is every IPv6 and every IPv4 address, ::ffff:a.b.c.d is a.b.c.d, and a tun or tap is
+# its whole network (address/prefix). An allow rule's addr= must contain them all; a deny
+# rule's addr= matches any of them.
 # Ids are numbers, because the helper looks up no names while privileged: id -u NAME and
 # getent group NAME give them. This file must stay owned by root and not writable by group or
-# others, or the helper allows nothing. A syntax error also allows nothing. See docs/policy.md.
+# others, and end with a newline, or the helper allows nothing; so does a syntax error, and so
+# does a missing file. See docs/policy.md.
 #
 # Examples:
 #   allow group=33 kind=tcp port=80,443     # group 33 (www-data) may have the web ports
 #   deny kind=tcp port=1-79                 # nobody gets the ports below 80 (before the allow)
-#   allow user=1000 options=mark,device device=eth0   # uid 1000 may mark and bind to eth0
+#   allow user=1000 options=mark,device mark=1-99 device=eth0   # uid 1000: marks 1-99, eth0
 #   allow group=4002 kind=raw proto=1,58             # group 4002 may ping (ICMP, ICMPv6)
+#   allow user=1000 kind=tun device=vpn0 addr=10.8.0.0/24   # uid 1000: vpn0 in 10.8.0.0/24
 allow kind=tcp,udp
 """
 
@@ -96,55 +123,155 @@ def helper_directory(prefix: str) -> str:
     return os.path.join(prefix, "libexec", "procket-twisted")
 
 
-def _untrusted_reason(path: str) -> Optional[str]:
-    """Why the helper would refuse to run from directory PATH, or None (its own rule, in C)."""
-    parts = [part for part in path.split("/") if part]
-    for depth in range(len(parts) + 1):
-        current = "/" + "/".join(parts[:depth])
-        info = os.lstat(current)
-        if not stat.S_ISDIR(info.st_mode):
-            return f"{current} is not a directory (a symlink?)"
-        if info.st_uid != 0:
-            return f"{current} is owned by uid {info.st_uid}, not root"
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
-            return f"{current} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Unsafe(Exception):
+    """A directory on the way to the helper is one it would refuse; the message says which."""
+
+
+def _untrusted_reason(info: os.stat_result, path: str, own: bool) -> Optional[str]:
+    """
+    Why the helper would refuse a directory, or None (its own rule, in C).
+
+    @param info: the directory's fstat, through a descriptor opened without following links.
+    @param path: its name, for the message.
+    @param own: whether it is the helper's own directory, which must be writable by root alone
+        even when sticky (anyone could add files to a sticky one, and the helper reads its
+        policy there).
+    @return: the reason and the fix, or None when the helper accepts the directory.
+    """
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a directory"
+    if info.st_uid != 0:
+        return f"{path} is owned by uid {info.st_uid}, not root: chown root {path}"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if own:
+            return (
+                f"{path}, the helper's own directory, is writable by group or others (mode "
+                f"{mode:o}); it must be writable by root alone, sticky or not: chmod go-w {path}"
+            )
+        if not info.st_mode & stat.S_ISVTX:
+            return (
+                f"{path} is writable by group or others (mode {mode:o}) and not sticky: "
+                f"chmod go-w {path}"
+            )
     return None
 
 
-def _make_directories(directory: str) -> None:
-    missing = []
-    current = directory
-    while not os.path.exists(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    for path in reversed(missing):
-        os.mkdir(path, 0o755)
-        os.chown(path, 0, 0)
-        os.chmod(path, 0o755)
+def _open_directory(parent: int, name: str, path: str) -> int:
+    """
+    Open the directory NAME in the directory PARENT without following a symbolic link.
+
+    @param path: NAME's full path, for the messages.
+    @return: a descriptor for the directory.
+    @raise FileNotFoundError: if NAME does not exist.
+    @raise _Unsafe: if NAME is a symbolic link or not a directory.
+    """
+    try:
+        return os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            info = None
+        if info is not None and stat.S_ISLNK(info.st_mode):
+            raise _Unsafe(
+                f"{path} is a symbolic link; give the real path (realpath {path})"
+            ) from None
+        if info is not None and not stat.S_ISDIR(info.st_mode):
+            raise _Unsafe(f"{path} is not a directory") from None
+        raise _Unsafe(
+            f"{path} changed while install-helper was looking at it (another user is replacing it?)"
+        ) from None
 
 
-def _make_reachable(prefix: str, directory: str) -> List[str]:
+def _check(descriptor: int, path: str, own: bool) -> None:
+    reason = _untrusted_reason(os.fstat(descriptor), path, own)
+    if reason is not None:
+        raise _Unsafe(reason)
+
+
+def _open_helper_directory(directory: str) -> List[Tuple[str, int]]:
+    """
+    Open DIRECTORY and every directory above it, checking each as the helper will, then create
+    what is missing; return each directory's path and descriptor, from "/" down.
+
+    First every existing component is opened from "/" down without following links and checked
+    through its descriptor: a directory, owned by root, not writable by group or others unless
+    sticky; DIRECTORY itself, if it exists, writable by root alone. Only when all pass are the
+    missing ones made, each in its parent's descriptor, opened without following links, checked
+    again (a user may have put a link or a directory of their own into a sticky parent first),
+    and given owner root and mode 755 through its own descriptor. No path is followed twice, so
+    no one can redirect a step to another file.
+
+    @raise _Unsafe: when a directory is one the helper would refuse, with the reason and fix.
+    """
+    parts = [part for part in directory.split("/") if part]
+    opened = [("/", os.open("/", _DIRECTORY_FLAGS))]
+    try:
+        _check(opened[0][1], "/", own=False)
+        for depth, name in enumerate(parts, 1):
+            path = "/" + "/".join(parts[:depth])
+            try:
+                descriptor = _open_directory(opened[-1][1], name, path)
+            except FileNotFoundError:
+                break
+            opened.append((path, descriptor))
+            _check(descriptor, path, own=depth == len(parts))
+        for depth in range(len(opened), len(parts) + 1):
+            name, path = parts[depth - 1], "/" + "/".join(parts[:depth])
+            parent = opened[-1][1]
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent)
+                made = True
+            except FileExistsError:
+                made = False  # someone was faster: take it only if it passes the same checks
+            try:
+                descriptor = _open_directory(parent, name, path)
+            except FileNotFoundError:
+                raise _Unsafe(
+                    f"{path} vanished while install-helper was making it (another user is "
+                    "changing its parent?)"
+                ) from None
+            opened.append((path, descriptor))
+            _check(descriptor, path, own=depth == len(parts))
+            if made:
+                os.fchown(descriptor, 0, 0)
+                os.fchmod(descriptor, 0o755)
+    except BaseException:
+        for _, descriptor in opened:
+            os.close(descriptor)
+        raise
+    return opened
+
+
+def _make_reachable(opened: List[Tuple[str, int]], prefix_depth: int) -> List[str]:
     """
     Let every user reach the helper: add search permission (o+x) to PREFIX and the directories
-    below it (a prefix from mktemp -d is mode 700); above PREFIX only warn, as those directories
-    are not ours to change.
+    below it (a prefix from mktemp -d is mode 700), through their descriptors; above PREFIX only
+    warn, as those directories are not ours to change.
+
+    @param opened: each directory from "/" down to the helper's, with its descriptor.
+    @param prefix_depth: the index of PREFIX in OPENED.
+    @return: a line for each change and each warning.
     """
     lines = []
-    current = directory
-    while True:
-        mode = stat.S_IMODE(os.stat(current).st_mode)
+    for path, descriptor in reversed(opened[prefix_depth:]):
+        mode = stat.S_IMODE(os.fstat(descriptor).st_mode)
         if not mode & stat.S_IXOTH:
-            os.chmod(current, mode | stat.S_IXGRP | stat.S_IXOTH)
-            lines.append(f"made {current} searchable by every user (mode {mode | 0o011:o})")
-        if current == prefix or current == "/":
-            break
-        current = os.path.dirname(current)
-    while current != "/":
-        current = os.path.dirname(current)
-        if not os.stat(current).st_mode & stat.S_IXOTH:
+            os.fchmod(descriptor, mode | stat.S_IXGRP | stat.S_IXOTH)
+            lines.append(f"made {path} searchable by every user (mode {mode | 0o011:o})")
+    for path, descriptor in reversed(opened[:prefix_depth]):
+        if not os.fstat(descriptor).st_mode & stat.S_IXOTH:
             lines.append(
-                f"warning: other users cannot enter {current}, so they cannot run the helper: "
-                f"chmod o+x {current}, or choose another --prefix"
+                f"warning: other users cannot enter {path}, so they cannot run the helper: "
+                f"chmod o+x {path}, or choose another --prefix"
             )
     return lines
 
@@ -167,13 +294,38 @@ def _capability_xattr() -> bytes:
     return b"".join(word.to_bytes(4, "little") for word in words)
 
 
-def _install_binary(source: str, target: str, mode: str, gid: Optional[int]) -> int:
-    """Copy SOURCE to TARGET atomically with its owner, mode and capabilities; return the mode."""
+def _temporary_name(name: str) -> str:
+    """A fresh hidden name beside NAME, for a file written before it is renamed or linked."""
+    return f".{name}.{secrets.token_hex(8)}"
+
+
+def _create_temporary(directory: int, name: str) -> Tuple[str, int]:
+    """Create a new empty file, mode 600, in the directory DIRECTORY; return its name and fd."""
+    temporary = _temporary_name(name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return temporary, os.open(temporary, flags, 0o600, dir_fd=directory)
+
+
+def _remove_temporary(directory: int, temporary: str) -> None:
+    try:
+        os.unlink(temporary, dir_fd=directory)
+    except FileNotFoundError:
+        pass
+
+
+def _install_binary(source: str, directory: int, mode: str, gid: Optional[int]) -> int:
+    """
+    Copy SOURCE into the helper's directory atomically, with its owner, mode and capabilities.
+
+    @param directory: a descriptor for the helper's directory: the copy is made there under a
+        random name, completed through its own descriptor, then renamed over the helper.
+    @return: the helper's mode bits.
+    """
     if mode == "sudo":
         bits = 0o755
     else:
         bits = (0o4000 if mode == "setuid" else 0) | (0o750 if gid is not None else 0o755)
-    handle, temporary = tempfile.mkstemp(prefix=".procket-helper.", dir=os.path.dirname(target))
+    temporary, handle = _create_temporary(directory, HELPER_NAME)
     try:
         with open(source, "rb") as original, os.fdopen(handle, "wb") as copy:
             shutil.copyfileobj(original, copy)
@@ -184,11 +336,11 @@ def _install_binary(source: str, target: str, mode: str, gid: Optional[int]) -> 
             if mode == "setcap":
                 os.setxattr(copy.fileno(), "security.capability", _capability_xattr())
             os.fsync(copy.fileno())
-        os.replace(temporary, target)
+        os.replace(temporary, HELPER_NAME, src_dir_fd=directory, dst_dir_fd=directory)
     except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        _remove_temporary(directory, temporary)
         raise
+    os.fsync(directory)
     return bits
 
 
@@ -223,21 +375,45 @@ def _write_sudoers(path: str, helper: str, group: Optional[str], prefix: str) ->
     os.replace(temporary, path)
 
 
-def _write_policy(path: str) -> bool:
-    """Write the default policy unless one exists; True when written."""
+def _write_policy(directory: int) -> bool:
+    """
+    Write the default policy into the helper's directory unless one exists; True when written.
+
+    The helper allows nothing without a policy and refuses a half-written one, so the policy is
+    written whole to a temporary file first and then linked to its name, which fails, leaving
+    the existing policy alone, when there is one.
+
+    @param directory: a descriptor for the helper's directory.
+    """
+    temporary, handle = _create_temporary(directory, POLICY_NAME)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(descriptor, "w", encoding="ascii") as stream:
-        os.fchown(stream.fileno(), 0, 0)
-        os.fchmod(stream.fileno(), 0o644)
-        stream.write(DEFAULT_POLICY)
+        with os.fdopen(handle, "w", encoding="ascii") as stream:
+            stream.write(DEFAULT_POLICY)
+            stream.flush()
+            os.fchown(stream.fileno(), 0, 0)
+            os.fchmod(stream.fileno(), 0o644)
+            os.fsync(stream.fileno())
+        try:
+            os.link(
+                temporary,
+                POLICY_NAME,
+                src_dir_fd=directory,
+                dst_dir_fd=directory,
+                follow_symlinks=False,
+            )
+        except FileExistsError:
+            return False
+    finally:
+        _remove_temporary(directory, temporary)
+    os.fsync(directory)
     return True
 
 
-def _policy_problem(path: str) -> Optional[str]:
-    info = os.lstat(path)
+def _policy_problem(directory: int) -> Optional[str]:
+    """
+    Why the helper would refuse the existing policy in DIRECTORY (a descriptor), or None.
+    """
+    info = os.stat(POLICY_NAME, dir_fd=directory, follow_symlinks=False)
     if not stat.S_ISREG(info.st_mode):
         return "it is not a regular file (a symlink?)"
     if info.st_uid != 0:
@@ -245,6 +421,69 @@ def _policy_problem(path: str) -> Optional[str]:
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"group or others can write it (mode {stat.S_IMODE(info.st_mode):o})"
     return None
+
+
+def _policy_unterminated(directory: int) -> bool:
+    """Whether the policy in DIRECTORY (a descriptor) has a last line without its newline."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    descriptor = os.open(POLICY_NAME, flags, dir_fd=directory)
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            return False
+        return os.pread(descriptor, 1, info.st_size - 1) != b"\n"
+    finally:
+        os.close(descriptor)
+
+
+def _install_into(
+    descriptor: int,
+    directory: str,
+    prefix: str,
+    mode: str,
+    source: str,
+    group: Optional[str],
+    gid: Optional[int],
+) -> List[str]:
+    """
+    Install the helper, its sudo rule (or remove a stale one) and its policy; return the lines.
+
+    @param descriptor: the checked helper directory, opened without following links.
+    @param directory: its path, for the messages.
+    """
+    helper = os.path.join(directory, HELPER_NAME)
+    bits = _install_binary(source, descriptor, mode, gid)
+    how = {
+        "setuid": "setuid root",
+        "setcap": "file capabilities cap_net_bind_service,cap_net_admin,cap_net_raw=p",
+        "sudo": "for sudo, not setuid",
+    }[mode]
+    group_name = group if group is not None and mode != "sudo" else "root"
+    done = [f"installed the helper {helper} ({how}, mode {bits:o}, owner root, group {group_name})"]
+    sudoers = sudoers_file(prefix)
+    if mode == "sudo":
+        _write_sudoers(sudoers, helper, group, prefix)
+        who = f"group {group}" if group else "every user"
+        done.append(f"wrote {sudoers}: {who} may run it with sudo -n")
+    elif os.path.exists(sudoers):
+        os.unlink(sudoers)
+        done.append(f"removed {sudoers}, left from an earlier --mode sudo install")
+    policy = os.path.join(directory, POLICY_NAME)
+    if _write_policy(descriptor):
+        done.append(f"wrote the default policy {policy}: TCP and UDP, any port, every user")
+    else:
+        problem = _policy_problem(descriptor)
+        kept = f"kept the existing policy {policy}"
+        if problem is not None:
+            done.append(f"{kept}, BUT the helper refuses it: {problem}")
+        elif _policy_unterminated(descriptor):
+            done.append(
+                f"{kept}, BUT the helper refuses a policy whose last line has no newline (a "
+                "half-written file): add one"
+            )
+        else:
+            done.append(kept)
+    return done
 
 
 def install_helper(
@@ -279,40 +518,21 @@ def install_helper(
         raise InstallError(f"--from {source}: no such file")
     gid = _group_id(group)
     directory = helper_directory(os.path.normpath(prefix))
-    _make_directories(directory)
-    reason = _untrusted_reason(directory)
-    if reason is not None:
+    try:
+        opened = _open_helper_directory(directory)
+    except _Unsafe as error:
         raise InstallError(
-            f"cannot install under {prefix}: {reason}; the helper refuses to run where a user could "
-            "replace it, so choose another --prefix or make each directory root's and not "
-            "writable by others"
-        )
+            f"cannot install under {prefix}: {error}; the helper refuses to run where another "
+            "user could replace it or its policy, so fix that or choose another --prefix"
+        ) from None
+    try:
+        done = _install_into(opened[-1][1], directory, prefix, mode, source, group, gid)
+        prefix_depth = len([part for part in os.path.normpath(prefix).split("/") if part])
+        done.extend(_make_reachable(opened, prefix_depth))
+    finally:
+        for _, descriptor in opened:
+            os.close(descriptor)
     helper = os.path.join(directory, HELPER_NAME)
-    bits = _install_binary(source, helper, mode, gid)
-    how = {
-        "setuid": "setuid root",
-        "setcap": "file capabilities cap_net_bind_service,cap_net_admin,cap_net_raw=p",
-        "sudo": "for sudo, not setuid",
-    }[mode]
-    group_name = group if group is not None and mode != "sudo" else "root"
-    done = [f"installed the helper {helper} ({how}, mode {bits:o}, owner root, group {group_name})"]
-    sudoers = sudoers_file(prefix)
-    if mode == "sudo":
-        _write_sudoers(sudoers, helper, group, prefix)
-        done.append(
-            f"wrote {sudoers}: {'group ' + group if group else 'every user'} may run it with sudo -n"
-        )
-    elif os.path.exists(sudoers):
-        os.unlink(sudoers)
-        done.append(f"removed {sudoers}, left from an earlier --mode sudo install")
-    policy = os.path.join(directory, POLICY_NAME)
-    if _write_policy(policy):
-        done.append(f"wrote the default policy {policy}: TCP and UDP, any port, every user")
-    else:
-        problem = _policy_problem(policy)
-        kept = f"kept the existing policy {policy}"
-        done.append(kept if problem is None else f"{kept}, BUT the helper refuses it: {problem}")
-    done.extend(_make_reachable(os.path.normpath(prefix), directory))
     if os.path.normpath(prefix) != DEFAULT_PREFIX:
         command = f"sudo -n {helper}" if mode == "sudo" else helper
         done.append(f"point programs at it with: export PROCKET_HELPER='{command}'")

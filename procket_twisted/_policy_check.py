@@ -25,8 +25,7 @@ class PolicyDecision:
     What the installed policy says of one request, for the user asking.
 
     @ivar allowed: whether the helper would open it.
-    @ivar line: the deciding rule's line in the policy file; 0 for the built-in default (no
-        policy file) when allowed, and for "no rule matched" when denied.
+    @ivar line: the deciding rule's line in the policy file; 0 when no rule matched (denied).
     @ivar path: the policy file the helper reads.
     @ivar rule: that line's text, when this user can read the file; else None.
     """
@@ -40,12 +39,7 @@ class PolicyDecision:
         """One sentence: allowed or denied, and by what."""
         verdict = "allowed" if self.allowed else "denied"
         if self.line == 0:
-            reason = (
-                f"the built-in default (TCP and UDP for everyone: {self.path} does not exist)"
-                if self.allowed
-                else f"no rule in {self.path} matches"
-            )
-            return f"{verdict} by {reason}"
+            return f"{verdict}: no rule in {self.path} matches"
         shown = f": {self.rule}" if self.rule is not None else ""
         return f"{verdict} by line {self.line} of {self.path}{shown}"
 

@@ -24,7 +24,7 @@ from procket_twisted._helper_build import compile_helper, musl_directory
 
 from .support import REQUIRE_VARIABLE, set_environment
 
-SOURCE = os.path.join(os.path.dirname(procket_twisted.__file__), "helper", "procket-helper.c")
+SOURCE = os.path.join(os.path.dirname(procket_twisted.__file__), "helper")
 #: binutils' tools, found once (one test narrows PATH to the compiler alone).
 NM = shutil.which("nm") or "nm"
 READELF = shutil.which("readelf") or "readelf"
@@ -55,7 +55,7 @@ class HelperBuildTests(SynchronousTestCase):
 
     def build(self, **options: object) -> str:
         output = os.path.join(self.directory, "procket-helper")
-        compile_helper(SOURCE, output, **options)  # type: ignore[arg-type]
+        compile_helper(output, SOURCE, **options)  # type: ignore[arg-type]
         return output
 
     def assertStaticBuildWith(self, helper: str, library: str) -> None:

@@ -238,10 +238,14 @@ class PlainAPITests(SynchronousTestCase):
         self.assertEqual(result[2][:3], [False, 0, None])
         self.assertIn("no rule in", result[2][3])
         os.unlink(self.prefix.policy)
-        default = self.run_client(f"""
-            report([policy_decisions([SocketRequest({port})])[0].describe()])
+        missing = self.run_client(f"""
+            try:
+                policy_decisions([SocketRequest({port})])
+            except PolicyDeniedError as error:
+                report(error_facts(error))
         """)
-        self.assertIn("built-in default", default[0])
+        self.assertEqual((missing["step"], missing["errno"]), ("policy", errno.ENOENT))
+        self.assertIn(f"there is no {self.prefix.policy}, so nothing is allowed", missing["message"])
 
     def test_documented_policies_are_accepted(self) -> None:
         """Every policy example in docs/policy.md is accepted by the helper and means what it says."""

@@ -11,6 +11,7 @@ import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from .privileged_kinds import unique_interface_name
 from .support import TEST_UID, install_prefix, run_unprivileged, skip_unless_privileged
 
 #: Run as nobody: try CODE (an expression), report what came back or the error.
@@ -56,14 +57,20 @@ class KindTests(SynchronousTestCase):
             self.assertRefused(code)
 
     def test_raw_sockets_by_protocol(self) -> None:
-        """proto= grants the named protocols only; hdrincl must be granted by name."""
+        """
+        proto= grants the named protocols only. IP_HDRINCL comes with every raw grant (its holder
+        could set it itself), so options=hdrincl, which once claimed to restrict it, is refused as
+        an error naming why.
+        """
         self.prefix.write_policy("allow kind=raw proto=1,58\n")
         self.assertIn("proto=1", self.attempt('open_raw("icmp")')["ok"])
         self.assertIn("proto=58", self.attempt('open_raw("icmpv6", "::1")')["ok"])
         self.assertRefused("open_raw(17)")
-        self.assertRefused('open_raw("icmp", header_included=True)')
+        self.assertIn("proto=1", self.attempt('open_raw("icmp", header_included=True)')["ok"])
         self.prefix.write_policy("allow kind=raw proto=255 options=hdrincl\n")
-        self.assertIn("proto=255", self.attempt("open_raw(255, header_included=True)")["ok"])
+        result = self.attempt("open_raw(255, header_included=True)")
+        self.assertEqual((result["type"], result["step"]), ("PolicyDeniedError", "policy"))
+        self.assertIn("options=hdrincl grants nothing", result["message"])
 
     def test_raw_icmp_echo_works(self) -> None:
         """A raw ICMP socket from the helper sends an echo request and gets the reply."""
@@ -91,14 +98,19 @@ class KindTests(SynchronousTestCase):
         self.assertEqual(result, ["127.0.0.1", 7, "procket!"])
 
     def test_packet_sockets_by_ethertype_and_interface(self) -> None:
-        """ethertype= and device= decide; promiscuous must be granted by name."""
+        """
+        ethertype= and device= decide. Promiscuous mode comes with every packet grant (its holder
+        could turn it on itself), so options=promisc is refused as an error naming why.
+        """
         self.prefix.write_policy("allow kind=packet ethertype=0x800 device=lo\n")
         self.assertIn("family=17", self.attempt('open_packet(0x800, "lo")')["ok"])
         self.assertRefused('open_packet(0x806, "lo")')
         self.assertRefused("open_packet(0x800)")  # every interface: not the one named
-        self.assertRefused('open_packet(0x800, "lo", promiscuous=True)')
-        self.prefix.write_policy("allow kind=packet ethertype=0x800 device=lo options=promisc\n")
         self.assertIn("family=17", self.attempt('open_packet(0x800, "lo", promiscuous=True)')["ok"])
+        self.prefix.write_policy("allow kind=packet ethertype=0x800 device=lo options=promisc\n")
+        result = self.attempt('open_packet(0x800, "lo")')
+        self.assertEqual((result["type"], result["step"]), ("PolicyDeniedError", "policy"))
+        self.assertIn("options=promisc grants nothing", result["message"])
 
     def test_packet_socket_sees_loopback_traffic(self) -> None:
         """A packet socket on lo, with a filter for UDP port 9, sees a datagram sent there."""
@@ -151,20 +163,26 @@ class KindTests(SynchronousTestCase):
 
     def test_one_helper_run_for_every_kind(self) -> None:
         """TCP, raw and TAP from one listen_many call, with a policy that names each."""
-        self.prefix.write_policy("allow kind=tcp\nallow kind=raw proto=1\nallow kind=tap\n")
-        result = run_unprivileged(self, """
+        name = unique_interface_name("pkall")
+        self.prefix.write_policy(
+            f"allow kind=tcp\nallow kind=raw proto=1\nallow kind=tap device={name}\n"
+        )
+        result = run_unprivileged(self, f"""
             handles = listen_many([SocketRequest(0, ip="127.0.0.1"), RawRequest("icmp"),
-                                   TunRequest("tap")], direct=False)
+                                   TunRequest("tap", "{name}")], direct=False)
             report([type(handle).__name__ for handle in handles] + [handles[2].mode])
         """, self.environment)  # fmt: skip
         self.assertEqual(result, ["socket", "socket", "TunDevice", "tap"])
 
     def test_policy_decisions_for_new_kinds(self) -> None:
         """policy_decisions names the deciding line for raw, packet and tun requests."""
-        self.prefix.write_policy("allow kind=raw proto=1\ndeny kind=packet\nallow kind=tun\n")
+        self.prefix.write_policy(
+            "allow kind=raw proto=1\ndeny kind=packet\nallow kind=tun device=pk0,pk1\n"
+        )
         result = run_unprivileged(self, """
             decisions = policy_decisions([RawRequest("icmp"), PacketRequest(0x800, "lo"),
-                                          TunRequest(), RawRequest(17)])
+                                          TunRequest(name="pk1"), RawRequest(17), TunRequest()])
             report([[d.allowed, d.line] for d in decisions])
         """, self.environment)  # fmt: skip
-        self.assertEqual(result, [[True, 1], [False, 2], [True, 3], [False, 0]])
+        # A tun grant names its interfaces: a request without a name matches none of them.
+        self.assertEqual(result, [[True, 1], [False, 2], [True, 3], [False, 0], [False, 0]])

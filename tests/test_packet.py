@@ -570,8 +570,12 @@ class PacketAsNobodyTests(TwistedAsNobodyTestCase):
         self.assertEqual(result["payloads"], ["wanted"])
         self.assertEqual(result["types"], ["host", "outgoing"])  # ETH_P_ALL sees both ways
 
-    def test_promiscuous_only_when_granted(self) -> None:
-        """Promiscuous mode is refused without options=promisc, and set while the port is open."""
+    def test_promiscuous_comes_with_the_grant(self) -> None:
+        """
+        Promiscuous mode needs no options=promisc (the holder of any packet socket could turn it
+        on itself): it is set while the port is open and cleared after. A policy that still says
+        options=promisc is refused, naming why, so that no one believes it restricts anything.
+        """
         interface, _ = veth_pair(self, "pkp")
         policy = f"allow user={TEST_UID} kind=packet ethertype=0x800 device={interface}"
         self.prefix.write_policy(policy + "\n")
@@ -591,11 +595,11 @@ class PacketAsNobodyTests(TwistedAsNobodyTestCase):
                 return facts
             run(main)
         """
+        self.assertEqual(self.run_twisted(code), {"while": 0x100, "after": 0})
+        self.prefix.write_policy(policy + " options=promisc\n")
         refused = self.run_twisted(code)["refused"]
         self.assertEqual(refused[0], "PolicyDeniedError")
-        self.assertIn("promiscuous", refused[1])
-        self.prefix.write_policy(policy + " options=promisc\n")
-        self.assertEqual(self.run_twisted(code), {"while": 0x100, "after": 0})
+        self.assertIn("options=promisc grants nothing", refused[1])
 
     def test_interfaces_and_ethertypes_the_policy_does_not_name(self) -> None:
         """
@@ -669,15 +673,13 @@ class ARPWatchExampleTests(ExampleAsNobodyTestCase):
                 rf"[0-9a-f]{{2}}\), frame .* > ff:ff:ff:ff:ff:ff$",
             )
 
-    def test_refused_promiscuous_says_why(self) -> None:
-        """Without options=promisc, --promiscuous stops at once with the policy's words."""
+    def test_refused_says_why(self) -> None:
+        """Without a packet rule for the interface, arpwatch stops at once with the policy's words."""
         _, peer = veth_pair(self, "pkr")
-        self.prefix.write_policy(
-            f"allow user={TEST_UID} kind=packet ethertype=0x806 device={peer}\n"
-        )
+        self.prefix.write_policy(f"allow user={TEST_UID} kind=packet ethertype=0x806 device=lo\n")
         watcher = self.start(peer, "--promiscuous")
         self.assertEqual(watcher.wait(20), 1)
         output = server_output(watcher)
         self.assertIn(f"arpwatch: cannot watch {peer}: the helper refused packet 0x0806", output)
-        self.assertIn("promiscuous", output)
+        self.assertIn("no rule allows it", output)
         self.assertNotIn("Traceback", output)

@@ -44,9 +44,7 @@ from procket_twisted._validate import mismatch, sockets_from_fds
 
 from .support import ipv6_loopback
 
-HELPER_SOURCE = os.path.join(
-    os.path.dirname(procket_twisted.__file__), "helper", "procket-helper.c"
-)
+HELPER_DIRECTORY = os.path.join(os.path.dirname(procket_twisted.__file__), "helper")
 COMMAND = HelperCommand(
     ("/nonexistent/procket-helper",), "/nonexistent/procket-helper",
     "/nonexistent/procket-helper", "progname",
@@ -54,8 +52,13 @@ COMMAND = HelperCommand(
 
 
 def helper_source() -> str:
-    with open(HELPER_SOURCE, encoding="utf-8") as source:
-        return source.read()
+    """The helper's C sources and header, one after another."""
+    texts = []
+    for name in sorted(os.listdir(HELPER_DIRECTORY)):
+        if name.endswith((".c", ".h")):
+            with open(os.path.join(HELPER_DIRECTORY, name), encoding="utf-8") as source:
+                texts.append(source.read())
+    return "\n".join(texts)
 
 
 def is_closed(fd: int) -> bool:

@@ -35,6 +35,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from procket_twisted._doctor import built_against_glibc
+
 from .support import (
     TEST_GID,
     TEST_UID,
@@ -776,11 +778,55 @@ class PolicyFileTests(HelperTestCase):
             results[text] = (outcome.exit_code, outcome.error(), said)
         self.assertEqual(results, {text: (POLICY, (0, "policy", 22), True) for text in broken})
 
-    def test_missing_policy_allows_tcp_and_udp(self) -> None:
-        """Without a policy file the built-in default applies: TCP and UDP for every user."""
+    def test_missing_policy_allows_nothing(self) -> None:
+        """
+        Without a policy file nothing is allowed (fail closed): status 4, ENOENT at the policy
+        step, a message that names the missing file and what writes it, no fd.
+        """
         os.unlink(self.prefix.policy)
         outcome = run_helper(self, self.request(tcp_spec(self.port), udp_spec(self.port)))
-        self.assertSucceeded(outcome, 2)
+        text = self.assertRefused(outcome, POLICY, 0, "policy", errno.ENOENT)
+        self.assertIn(f"there is no {self.prefix.policy}, so nothing is allowed", text)
+        self.assertIn("install-helper", text)
+
+    def test_half_written_policy_refused(self) -> None:
+        """
+        A policy whose last line has no newline (a file cut short while it was written) allows
+        nothing, even when what it holds would allow the request.
+        """
+        self.prefix.write_policy("allow kind=tcp,udp")
+        outcome = run_helper(self, self.request(tcp_spec(self.port)))
+        text = self.assertRefused(outcome, POLICY, 0, "policy", errno.EINVAL)
+        self.assertIn("last line has no newline", text)
+        self.prefix.write_policy("allow kind=tcp,udp\n")
+        self.assertSucceeded(run_helper(self, self.request(tcp_spec(self.port))), 1)
+
+    def test_sticky_own_directory_refused(self) -> None:
+        """
+        The helper's own directory must be writable by root alone, sticky or not: mode 1777
+        (as /tmp) is refused, while a sticky ancestor (the prefix's own /tmp) is accepted.
+        """
+        os.chmod(self.prefix.directory, 0o1777)
+        try:
+            outcome = run_helper(self, self.request(tcp_spec(self.port)))
+        finally:
+            os.chmod(self.prefix.directory, 0o755)
+        text = self.assertRefused(outcome, POLICY, 0, "policy", errno.EPERM)
+        self.assertIn(f"directory '{self.prefix.directory}' is not owned by root", text)
+        self.assertSucceeded(run_helper(self, self.request(tcp_spec(self.port))), 1)
+
+    def test_hardlink_in_sticky_directory_refused(self) -> None:
+        """
+        A hard link to the setuid helper in a root-owned sticky directory such as /tmp (where
+        fs.protected_hardlinks=0 lets any user make one) has no policy beside it and a directory
+        others can write: the helper allows nothing from there.
+        """
+        link = os.path.join(tempfile.gettempdir(), f"procket-helper-link-{os.getpid()}")
+        os.link(self.helper, link)
+        self.addCleanup(os.unlink, link)
+        outcome = run_helper(self, [link, "v1", tcp_spec(self.port)])
+        text = self.assertRefused(outcome, POLICY, 0, "policy", errno.EPERM)
+        self.assertIn("own path is not trusted", text)
 
     def test_deny_rule_refuses_naming_its_line(self) -> None:
         """
@@ -1006,6 +1052,27 @@ class UnprivilegedHelperTests(HelperTestCase):
             ("HelperNotPrivilegedError", "privilege", 1),
         )
         self.assertIn("no_new_privs", facts["message"])
+
+    def test_descriptor_limit_below_three(self) -> None:
+        """
+        With RLIMIT_NOFILE at 0, 1 or 2 (less than the three standard fds it already has), the
+        glibc build fails cleanly at its policy step with EMFILE. The musl build cannot: musl's
+        start-up checks fds 0-2 of a setuid program with poll(), which the kernel refuses for
+        more fds than the limit, and musl then kills the process on purpose (SIGSEGV) before
+        main() runs. Either way nothing is sent, no fd, and nothing is printed (SECURITY.md).
+        """
+        skip_with_sanitizer_build(self, "its loader needs descriptors before main runs")
+        glibc = built_against_glibc(self.helper)
+        for limit in (0, 1, 2):
+            outcome = run_helper(
+                self, self.request(tcp_spec(self.port)), limits=[(resource.RLIMIT_NOFILE, limit)]
+            )
+            if glibc:
+                self.assertEqual((outcome.exit_code, outcome.error(), outcome.fds),
+                                 (POLICY, (0, "policy", errno.EMFILE), []))  # fmt: skip
+            else:
+                self.assertEqual((outcome.exit_code, outcome.replies, outcome.fds, outcome.output),
+                                 (-signal.SIGSEGV, [], [], b""), limit)  # fmt: skip
 
     def test_tiny_descriptor_limit_fails_cleanly(self) -> None:
         """

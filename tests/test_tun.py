@@ -476,9 +476,9 @@ class TunpingExampleTests(ExampleAsNobodyTestCase):
 
     def test_answers_ping(self) -> None:
         """ping -c 3 gets three replies from the responder; its interface goes away after."""
-        subnet = unique_subnet()
-        self.prefix.write_policy(f"allow user={TEST_UID} kind=tun\n")
-        responder = self.start("--address", f"{subnet}.1/30", "--count", "3")
+        subnet, name = unique_subnet(), unique_interface_name("tping")
+        self.prefix.write_policy(f"allow user={TEST_UID} kind=tun device={name} addr={subnet}.0/24\n")
+        responder = self.start("--name", name, "--address", f"{subnet}.1/30", "--count", "3")
         banner = self.wait_for(responder, "answering ping").splitlines()[0]
         match = re.match(rf"tunping: (\S+) is up with {subnet}\.1/30, as uid {TEST_UID}; "
                          rf"answering ping for {subnet}\.2: try ping -c 3 {subnet}\.2$", banner)  # fmt: skip
