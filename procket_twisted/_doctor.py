@@ -73,10 +73,51 @@ def _policy_line(helper: str) -> str:
     try:
         info = os.lstat(policy)
     except FileNotFoundError:
-        return f"{policy} is absent, so the built-in default applies: TCP and UDP for everyone"
+        return (
+            f"{policy} is absent, so the helper allows nothing: as root, run "
+            "procket-twisted install-helper (it writes the default policy)"
+        )
     except OSError as error:
         return f"{policy} cannot be examined ({error.strerror})"
-    return f"{policy} (owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o})"
+    line = f"{policy} (owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o})"
+    try:
+        with open(policy, "rb") as stream:
+            if info.st_size > 0:
+                stream.seek(-1, os.SEEK_END)
+                if stream.read(1) != b"\n":
+                    line += (
+                        "; its last line has no newline, so the helper refuses it as "
+                        "half-written: add one"
+                    )
+    except OSError:
+        pass  # not readable by this user: the helper's own answer says what it thinks
+    return line
+
+
+_TUN_DEVICE = "/dev/net/tun"
+
+
+def _tun_line(helper: str) -> Optional[str]:
+    """
+    A word when the helper has file capabilities and /dev/net/tun is mode 600: it cannot open
+    the device then (that needs CAP_DAC_OVERRIDE, far broader than what it holds), so TUN/TAP
+    requests fail while sockets work.
+    """
+    try:
+        info = os.stat(helper)
+        device = os.stat(_TUN_DEVICE)
+    except OSError:
+        return None
+    setuid = bool(info.st_mode & stat.S_ISUID) and info.st_uid == 0
+    if setuid or not has_file_capabilities(helper) or device.st_mode & stat.S_IROTH:
+        return None
+    return (
+        f"- TUN/TAP: {_TUN_DEVICE} is mode {stat.S_IMODE(device.st_mode):o} and the helper has "
+        "file capabilities only, so it cannot open the device (that would need "
+        "CAP_DAC_OVERRIDE, which is not granted): sockets work, TUN/TAP interfaces do not. Install "
+        f"it setuid (procket-twisted install-helper), or make {_TUN_DEVICE} mode 666, the usual "
+        "mode (creating an interface still needs CAP_NET_ADMIN)"
+    )
 
 
 def _probe(
@@ -142,9 +183,9 @@ def doctor(
     say(f"- helper: {command.describe()}")
     say(f"- helper file: {command.helper}: {_describe_file(command.helper)}")
     say(f"- policy: {_policy_line(command.helper)}")
-    build = _build_line(command.helper)
-    if build is not None:
-        say(build)
+    for extra in (_build_line(command.helper), _tun_line(command.helper)):
+        if extra is not None:
+            say(extra)
     probed, failure = _probe(progname, port, say)
     _show_rule(progname, probed, say)
     if failure is None:

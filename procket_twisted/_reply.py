@@ -52,7 +52,12 @@ def _hint(name: str, request: Any) -> Optional[str]:
     if name in ("ENODEV", "ENXIO"):
         return "there is no such interface here (ip link shows them)"
     if name == "EBUSY":
-        return "an interface of that name exists already: choose another name, or none"
+        return "an interface of that name exists already: choose another name"
+    if name == "EACCES" and getattr(request, "mode", None) in ("tun", "tap"):
+        return (
+            "the helper cannot open /dev/net/tun: installed with file capabilities it cannot "
+            "open a device of mode 600 (procket-twisted doctor says more); install it setuid"
+        )
     return {
         "EAFNOSUPPORT": "this kernel or network namespace has no such address family",
         "EMFILE": "the process is out of file descriptors (ulimit -n)",
@@ -93,8 +98,21 @@ def _answer_error(
             answer,
         )
     if answer.step == "policy":
+        unnamed = (
+            1 <= answer.index <= len(requests)
+            and getattr(requests[answer.index - 1], "mode", None) in ("tun", "tap")
+            and getattr(requests[answer.index - 1], "name", None) is None
+        )
+        named = (
+            "; a tun or tap grant names its interfaces (device= in the policy): ask for one of "
+            "them by name"
+            if unnamed
+            else ""
+        )
         return _from_answer(
-            PolicyDeniedError, f"the helper refused {where}: {answer.text}; {POLICY_HINT}", answer
+            PolicyDeniedError,
+            f"the helper refused {where}: {answer.text}{named}; {POLICY_HINT}",
+            answer,
         )
     if answer.step == "parse":
         return _from_answer(

@@ -424,3 +424,12 @@ class InstallHelperTests(SynchronousTestCase):
         self.assertEqual(bad.returncode, 1)
         self.assertIn("fix: ", bad.stdout)
         self.assertIn("install-helper", bad.stdout)
+
+    def test_doctor_without_a_policy(self) -> None:
+        """Without a policy file, doctor says that nothing is allowed and what writes one."""
+        prefix = install_prefix(self)
+        os.unlink(prefix.policy)
+        said = run_command_unprivileged(cli_command() + ["doctor"], {"PROCKET_HELPER": prefix.helper})
+        self.assertEqual(said.returncode, 1, said.stdout + said.stderr)
+        self.assertIn(f"{prefix.policy} is absent, so the helper allows nothing", said.stdout)
+        self.assertIn("there is no", said.stdout)  # the helper's own answer, from the probe
