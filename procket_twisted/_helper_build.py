@@ -100,7 +100,9 @@ def helper_sources(directory: str = HELPER_DIRECTORY) -> List[str]:
     )
 
 
-def _compile_musl(sources: Sequence[str], output: str, extra: Sequence[str], musl: str) -> List[str]:
+def _compile_musl(
+    sources: Sequence[str], output: str, extra: Sequence[str], musl: str
+) -> List[str]:
     """
     Compile with musl-gcc and link a static PIE by hand (Debian's musl-gcc cannot link one: its
     specs always name a dynamic loader); return the link command.

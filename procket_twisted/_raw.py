@@ -84,6 +84,11 @@ class RawRequest:
             raise ValueError(f"family must be inet or inet6, not {family!r}")
         if address is not None and (address.version == 6) != (family == "inet6"):
             raise ValueError(f"ip {self.ip} is not an address of family {family}")
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            raise ValueError(
+                f"ip {self.ip} is IPv4-mapped, which a raw IPv6 socket cannot use: give "
+                f"{address.ipv4_mapped} (family inet)"
+            )
         object.__setattr__(self, "family", family)
         if check_flag("header_included", self.header_included) and family != "inet":
             raise ValueError("header_included applies to IPv4 only")

@@ -124,6 +124,10 @@ class TunRequest:
                     f"address must be a numeric address and prefix such as 10.0.0.1/24, "
                     f"not {self.address!r}"
                 ) from None
+        if isinstance(interface, ipaddress.IPv6Interface) and interface.ip.ipv4_mapped is not None:
+            raise ValueError(
+                f"address {self.address} is IPv4-mapped: give the IPv4 address and prefix instead"
+            )
         object.__setattr__(self, "interface", interface)
         check_flag("up", self.up)
         check_flag("packet_info", self.packet_info)

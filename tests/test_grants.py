@@ -281,7 +281,11 @@ class PacketGrantTests(GrantTestCase):
         setup = ("ip link add pk0 type veth peer name pk1 && ip link set pk0 up && "
                  "ip link set pk1 up")  # fmt: skip
         self.prefix.write_policy(f"allow user={TEST_UID} kind=packet ethertype=0x806 device=pk1\n")
-        got = self.in_namespace(setup, FRAMES_SOURCE + ETHERNET_SOURCE + textwrap.dedent("""
+        got = self.in_namespace(
+            setup,
+            FRAMES_SOURCE
+            + ETHERNET_SOURCE
+            + textwrap.dedent("""
             sock = open_packet(0x806, "pk1")
             _bind_link(sock, 0x0003, None)           # every ethertype, every interface
             # the holder may send any frame on any interface: into pk0, to arrive on pk1
@@ -291,7 +295,8 @@ class PacketGrantTests(GrantTestCase):
             for _ in range(3):
                 udp.sendto(b"over lo", ("127.0.0.1", 9))
             report(frames(sock, 1.0))
-        """))
+        """),
+        )
         self.assertTrue(got, "the ARP frame on pk1 did not arrive either")
         self.assertEqual({(name, ethertype) for name, ethertype, _ in got}, {("pk1", 0x806)})
 
@@ -303,7 +308,11 @@ class PacketGrantTests(GrantTestCase):
         setup = ("ip link add pk0 type veth peer name pk1 && ip link set pk0 up && "
                  "ip link set pk1 up")  # fmt: skip
         self.prefix.write_policy(f"allow user={TEST_UID} kind=packet ethertype=0x806 device=pk1\n")
-        got = self.in_namespace(setup, FRAMES_SOURCE + ETHERNET_SOURCE + textwrap.dedent("""
+        got = self.in_namespace(
+            setup,
+            FRAMES_SOURCE
+            + ETHERNET_SOURCE
+            + textwrap.dedent("""
             # ld len; jge #100, accept, drop
             program = [(0x80, 0, 0, 0), (0x35, 0, 1, 100), (0x6, 0, 0, 0xFFFF), (0x6, 0, 0, 0)]
             sock = open_packet(0x806, "pk1", filter=program)
@@ -312,7 +321,8 @@ class PacketGrantTests(GrantTestCase):
             sock.sendto(ethernet(0x0806, b"long" * 30), ("pk0", 0))
             sock.sendto(ethernet(0x0800, b"long" * 30), ("pk0", 0))
             report(frames(sock, 1.0))
-        """))
+        """),
+        )
         self.assertEqual([(name, ethertype) for name, ethertype, _ in got], [("pk1", 0x806)])
         self.assertGreaterEqual(got[0][2], 100)
 
@@ -380,7 +390,8 @@ class RawGrantTests(GrantTestCase):
                     if packet[0] == 253:
                         seen.append(packet[8:].decode())
             report(seen)
-        """)
+        """,
+        )
         self.assertEqual(got, ["fd00::5"])
 
     def test_header_included_is_in_every_raw_grant(self) -> None:
@@ -490,9 +501,7 @@ class TunGrantTests(GrantTestCase):
         the caller: refused; /24 and /30 are granted; an IPv6 /0 is refused the same way.
         """
         name = f"pg{os.getpid() % 100000}"
-        self.prefix.write_policy(
-            f"allow kind=tun device={name} addr=10.213.0.0/24,fd77::/64\n"
-        )
+        self.prefix.write_policy(f"allow kind=tun device={name} addr=10.213.0.0/24,fd77::/64\n")
         self.assertDenied(f'open_tun("{name}", address="10.213.0.1/5")', "no rule allows it")
         self.assertDenied(f'open_tun("{name}", address="fd77::1/0")', "no rule allows it")
         self.assertIn(name, self.assertAllowed(f'open_tun("{name}", address="10.213.0.1/24")'))
@@ -538,10 +547,11 @@ class TunGrantTests(GrantTestCase):
         redirect and an IPv4 redirect into each. No route outside the granted networks appears
         in any table or in the route cache, and no address appears that the helper did not give.
         """
-        self.prefix.write_policy(
-            "allow kind=tun device=pgr6,pgr4 addr=fd77::/64,10.213.0.0/24\n"
-        )
-        got = self.in_namespace("true", INJECT_SOURCE + textwrap.dedent("""
+        self.prefix.write_policy("allow kind=tun device=pgr6,pgr4 addr=fd77::/64,10.213.0.0/24\n")
+        got = self.in_namespace(
+            "true",
+            INJECT_SOURCE
+            + textwrap.dedent("""
             six = open_tun("pgr6", address="fd77::1/64", up=True)
             four = open_tun("pgr4", address="10.213.0.1/24", up=True)
             time.sleep(0.3)
@@ -555,7 +565,8 @@ class TunGrantTests(GrantTestCase):
             time.sleep(0.5)
             report({"routes": routes("pgr6") + routes("pgr4"),
                     "addresses": addresses("pgr6") + addresses("pgr4")})
-        """))
+        """),
+        )
         self.assertEqual(outside_routes(got["routes"], ("fd77::/64", "10.213.0.0/24")), [],
                          got["routes"])  # fmt: skip
         self.assertEqual(sorted(got["addresses"]), ["10.213.0.1/24", "fd77::1/64"])
@@ -577,6 +588,28 @@ class SudoGroupTests(HelperTestCase):
         outcome = run_helper(self, self.request(tcp_spec(self.port)), sudo)
         text = self.assertRefused(outcome, POLICY, 1, "policy", errno.EACCES)
         self.assertIn("by line 1", text)
+
+    def test_real_sudo(self) -> None:
+        """
+        The same through real sudo (install-helper --mode sudo, the client run as the test user
+        with ``sudo -n HELPER``): the deny naming a group the caller is not in refuses it.
+        """
+        if shutil.which("sudo") is None:
+            self.fail("sudo is not installed; scripts/test installs it (scripts/packages.sh)")
+        from procket_twisted._install import sudoers_file
+
+        prefix = install_prefix(self, "--mode", "sudo")
+        self.addCleanup(os.unlink, sudoers_file(prefix.path))
+        prefix.write_policy("deny group=4000\nallow kind=tcp\n")
+        result = run_unprivileged(self, f"""
+            try:
+                listen({self.port}, ip="127.0.0.1", direct=False)
+                report("opened")
+            except ProcketError as error:
+                report(error_facts(error))
+        """, {"PROCKET_HELPER": f"sudo -n {prefix.helper}"})  # fmt: skip
+        self.assertEqual((result["type"], result["step"]), ("PolicyDeniedError", "policy"), result)
+        self.assertIn("by line 1", result["message"])
 
     def test_allow_naming_the_primary_group_still_works(self) -> None:
         """Under sudo, ``allow group=SUDO_GID`` matches the primary group."""
@@ -669,4 +702,3 @@ class CapabilityTests(HelperTestCase):
         raw = [line for line, _ in privileged if line.startswith("socket(")]
         self.assertEqual(len(raw), 1)
         self.assertIn("SOCK_RAW", raw[0])
-

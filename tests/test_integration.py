@@ -245,7 +245,9 @@ class PlainAPITests(SynchronousTestCase):
                 report(error_facts(error))
         """)
         self.assertEqual((missing["step"], missing["errno"]), ("policy", errno.ENOENT))
-        self.assertIn(f"there is no {self.prefix.policy}, so nothing is allowed", missing["message"])
+        self.assertIn(
+            f"there is no {self.prefix.policy}, so nothing is allowed", missing["message"]
+        )
 
     def test_documented_policies_are_accepted(self) -> None:
         """Every policy example in docs/policy.md is accepted by the helper and means what it says."""
@@ -429,7 +431,9 @@ class InstallHelperTests(SynchronousTestCase):
         """Without a policy file, doctor says that nothing is allowed and what writes one."""
         prefix = install_prefix(self)
         os.unlink(prefix.policy)
-        said = run_command_unprivileged(cli_command() + ["doctor"], {"PROCKET_HELPER": prefix.helper})
+        said = run_command_unprivileged(
+            cli_command() + ["doctor"], {"PROCKET_HELPER": prefix.helper}
+        )
         self.assertEqual(said.returncode, 1, said.stdout + said.stderr)
         self.assertIn(f"{prefix.policy} is absent, so the helper allows nothing", said.stdout)
         self.assertIn("there is no", said.stdout)  # the helper's own answer, from the probe

@@ -225,3 +225,25 @@ class HelperArgumentTests(SynchronousTestCase):
         """describe() is the short form used in messages."""
         self.assertEqual(SocketRequest(80, ip="::1").describe(), "tcp ::1 port 80")
         self.assertEqual(SocketRequest(53, "udp").describe(), "udp 0.0.0.0 port 53")
+
+
+class MappedAddressTests(SynchronousTestCase):
+    """IPv4-mapped addresses: a TCP or UDP socket's choice; refused for raw sockets and TUN/TAP."""
+
+    def test_tcp_keeps_a_mapped_address(self) -> None:
+        """An IPv6 socket on ::ffff:a.b.c.d is how IPv6 sockets serve IPv4 (the policy sees IPv4)."""
+        from procket_twisted import SocketRequest
+
+        argument = SocketRequest(80, ip="::ffff:127.0.0.1").helper_argument()
+        self.assertIn("family=inet6,addr=::ffff:7f00:1,", argument)
+
+    def test_raw_and_tun_refuse_mapped_addresses(self) -> None:
+        """The kernel refuses them for a raw IPv6 socket, and they would route nothing IPv4."""
+        from procket_twisted import RawRequest, TunRequest
+
+        with self.assertRaises(ValueError) as raw:
+            RawRequest("icmpv6", "::ffff:1.2.3.4")
+        self.assertIn("give 1.2.3.4 (family inet)", str(raw.exception))
+        with self.assertRaises(ValueError) as tun:
+            TunRequest(address="::ffff:10.0.0.1/120")
+        self.assertIn("IPv4-mapped", str(tun.exception))

@@ -477,7 +477,9 @@ class TunpingExampleTests(ExampleAsNobodyTestCase):
     def test_answers_ping(self) -> None:
         """ping -c 3 gets three replies from the responder; its interface goes away after."""
         subnet, name = unique_subnet(), unique_interface_name("tping")
-        self.prefix.write_policy(f"allow user={TEST_UID} kind=tun device={name} addr={subnet}.0/24\n")
+        self.prefix.write_policy(
+            f"allow user={TEST_UID} kind=tun device={name} addr={subnet}.0/24\n"
+        )
         responder = self.start("--name", name, "--address", f"{subnet}.1/30", "--count", "3")
         banner = self.wait_for(responder, "answering ping").splitlines()[0]
         match = re.match(rf"tunping: (\S+) is up with {subnet}\.1/30, as uid {TEST_UID}; "
