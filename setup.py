@@ -18,7 +18,7 @@ SOURCE = os.path.join(HERE, "procket_twisted", "helper")
 
 
 def _load_build_module():
-    path = os.path.join(HERE, "procket_twisted", "_helper_build.py")
+    path = os.path.join(HERE, "procket_twisted", "_admin", "helper_build.py")
     spec = importlib.util.spec_from_file_location("_procket_helper_build", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

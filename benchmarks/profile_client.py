@@ -83,7 +83,7 @@ def profile_reactor(helper: str, ports: List[int], runs: int) -> Dict[str, Any]:
     from twisted.internet import defer, task
     from twisted.internet.protocol import Factory, Protocol
 
-    from procket_twisted import _reactor_client
+    from procket_twisted._twisted import reactor_client as _reactor_client
     from procket_twisted.endpoints import ProcketServerEndpoint
 
     result: Dict[str, Any] = {}

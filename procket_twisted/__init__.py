@@ -5,8 +5,8 @@ A tiny setuid helper opens the socket (a port below 1024...), drops its privileg
 passes the descriptor back; this process never runs as root. The plain API below needs no Twisted.
 """
 
-from ._api import DEFAULT_TIMEOUT, listen, listen_many, open_packet, open_raw, open_tun
-from ._errors import (
+from ._client.api import DEFAULT_TIMEOUT, listen, listen_many, open_packet, open_raw, open_tun
+from ._client.errors import (
     HelperFailedError,
     HelperNotFoundError,
     HelperNotPrivilegedError,
@@ -15,12 +15,12 @@ from ._errors import (
     ProcketError,
     SocketError,
 )
-from ._locate import HelperCommand, find_helper
-from ._packet import ETH_P_ALL, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, PacketRequest
-from ._policy_check import PolicyDecision, policy_decisions
-from ._raw import RawRequest
-from ._request import SocketRequest
-from ._tun import TunDevice, TunRequest
+from ._client.locate import HelperCommand, find_helper
+from ._client.packet import ETH_P_ALL, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, PacketRequest
+from ._client.policy_check import PolicyDecision, policy_decisions
+from ._client.raw import RawRequest
+from ._client.request import SocketRequest
+from ._client.tun import TunDevice, TunRequest
 
 __all__ = [
     "listen",

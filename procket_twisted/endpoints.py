@@ -11,16 +11,16 @@ procket for Twisted: endpoints whose sockets come from the privileged helper.
 Importing this module never imports the reactor.
 """
 
-from ._batch import acquireEndpoints
-from ._endpoints import (
+from ._twisted.batch import acquireEndpoints
+from ._twisted.endpoints import (
     AdoptedDatagramServerEndpoint,
     ProcketDatagramServerEndpoint,
     ProcketServerEndpoint,
     TLSServerEndpoint,
     adoptSocket,
 )
-from ._interfaces import IDatagramServerEndpoint
-from ._packet_twisted import (
+from ._twisted.interfaces import IDatagramServerEndpoint
+from ._twisted.packet import (
     AdoptedPacketEndpoint,
     LinkLayerAddress,
     PacketPort,
@@ -29,11 +29,11 @@ from ._packet_twisted import (
     packetEndpointFromString,
     parseFilter,
 )
-from ._parser import ProcketServerParser, datagramEndpointFromString, splitDescription
-from ._raw_twisted import AdoptedRawEndpoint, RawAddress, RawEndpoint, RawPort, adoptRawSocket
-from ._reactor_client import acquireSockets
-from ._service import DatagramServerEndpointService, datagramService
-from ._tun_twisted import (
+from ._twisted.parser import ProcketServerParser, datagramEndpointFromString, splitDescription
+from ._twisted.raw import AdoptedRawEndpoint, RawAddress, RawEndpoint, RawPort, adoptRawSocket
+from ._twisted.reactor_client import acquireSockets
+from ._twisted.service import DatagramServerEndpointService, datagramService
+from ._twisted.tun import (
     AdoptedTunnelEndpoint,
     ProcketTunnelEndpoint,
     TunnelIPProtocol,

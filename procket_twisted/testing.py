@@ -30,10 +30,10 @@ from typing import Any, List
 
 from twisted.internet import defer
 
-from ._direct import open_directly
-from ._endpoints import _HelperEndpoint
-from ._errors import HelperFailedError, ProcketError
-from ._request import SocketRequest
+from ._client.direct import open_directly
+from ._client.errors import HelperFailedError, ProcketError
+from ._client.request import SocketRequest
+from ._twisted.endpoints import _HelperEndpoint
 
 __all__ = ["FakeHelper", "useFakeHelper"]
 
@@ -61,7 +61,7 @@ class FakeHelper:
         self.requests.append(wanted)
         if self._failures:
             return defer.fail(self._failures.pop(0))
-        others = [r.describe() for r in wanted if not isinstance(r, SocketRequest)]
+        others = [r.describe() for r in wanted if r.kind not in ("tcp", "udp")]
         if others:
             # Raw, packet and TUN/TAP need the privilege a test does not have: no stand-in.
             return defer.fail(

@@ -24,7 +24,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from procket_twisted import PolicyDeniedError
-from procket_twisted._endpoints import _HelperEndpoint
+from procket_twisted._twisted.endpoints import _HelperEndpoint
 
 from .support import (
     examples_directory,

@@ -163,7 +163,7 @@ def cli_command() -> List[str]:
     script = os.path.join(os.path.dirname(sys.executable), "procket-twisted")
     if os.path.exists(script):
         return [script]
-    return [sys.executable, "-m", "procket_twisted._cli"]
+    return [sys.executable, "-m", "procket_twisted._admin.cli"]
 
 
 @dataclass

@@ -15,7 +15,7 @@ import textwrap
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from procket_twisted._activation import activation_environment, parse_listen
+from procket_twisted._admin.activation import activation_environment, parse_listen
 
 from .support import (
     TEST_UID,

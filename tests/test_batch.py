@@ -16,7 +16,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from procket_twisted import HelperFailedError, RawRequest, SocketRequest, TunDevice
-from procket_twisted._endpoints import _HelperEndpoint
+from procket_twisted._twisted.endpoints import _HelperEndpoint
 from procket_twisted.endpoints import (
     AdoptedDatagramServerEndpoint,
     AdoptedPacketEndpoint,

@@ -1,5 +1,5 @@
 """
-Unit tests of the ``procket-twisted`` command line (`procket_twisted._cli.main`) that need no
+Unit tests of the ``procket-twisted`` command line (`procket_twisted._admin.cli.main`) that need no
 privilege: argument checking, install-helper refusing to run as a normal user, and doctor's
 report when there is no helper, a missing one, or a (fake) working one.
 """
@@ -17,9 +17,9 @@ from typing import List, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-import procket_twisted._doctor
-import procket_twisted._locate
-from procket_twisted._cli import main
+import procket_twisted._admin.doctor
+import procket_twisted._client.locate
+from procket_twisted._admin.cli import main
 
 from .fake_helper_support import FAKE
 from .support import (
@@ -64,7 +64,7 @@ class CommandLineTestCase(SynchronousTestCase):
 
     def without_bind_capability(self) -> None:
         """Make doctor believe this process lacks CAP_NET_BIND_SERVICE (as a normal user does)."""
-        self.patch(procket_twisted._doctor, "has_bind_capability", lambda: False)
+        self.patch(procket_twisted._admin.doctor, "has_bind_capability", lambda: False)
 
 
 class ArgumentTests(CommandLineTestCase):
@@ -159,7 +159,9 @@ class DoctorTests(CommandLineTestCase):
         """No progname, no PROCKET_HELPER, nothing installed: status 1 and the install command."""
         self.without_bind_capability()
         directory = self.directory()
-        self.patch(procket_twisted._locate, "INSTALLED_HELPERS", (os.path.join(directory, "x"),))
+        self.patch(
+            procket_twisted._client.locate, "INSTALLED_HELPERS", (os.path.join(directory, "x"),)
+        )
         status, out, _ = self.run_main(["doctor"])
         self.assertEqual(status, 1)
         self.assertIn("helper: none", out)
@@ -187,7 +189,7 @@ class DoctorTests(CommandLineTestCase):
 
     def test_capability_needs_no_helper(self) -> None:
         """A process with CAP_NET_BIND_SERVICE needs no helper: status 0 even without one."""
-        self.patch(procket_twisted._doctor, "has_bind_capability", lambda: True)
+        self.patch(procket_twisted._admin.doctor, "has_bind_capability", lambda: True)
         set_environment(self, "PROCKET_HELPER", MISSING_HELPER)
         status, out, _ = self.run_main(["doctor"])
         self.assertEqual(status, 0)

@@ -24,9 +24,10 @@ from typing import Any, Callable, List, Set
 from twisted.trial.unittest import SynchronousTestCase
 
 import procket_twisted
-import procket_twisted._api
-import procket_twisted._direct
-import procket_twisted._spawn
+import procket_twisted._client.api
+import procket_twisted._client.direct
+import procket_twisted._client.request
+import procket_twisted._client.spawn
 from procket_twisted import (
     HelperFailedError,
     HelperNotFoundError,
@@ -39,6 +40,7 @@ from procket_twisted import (
     listen,
     listen_many,
 )
+from procket_twisted._client.options import CAP_NET_BIND_SERVICE
 
 from .fake_helper_support import (
     FAKE,
@@ -389,14 +391,14 @@ class TimeoutTests(ClientTestCase):
         does not spin on the closed channel meanwhile: it reads the channel a few times, not
         thousands, and uses well under half a CPU.
         """
-        real_receive = procket_twisted._spawn.receive_packets
+        real_receive = procket_twisted._client.spawn.receive_packets
         reads = []
 
         def counting_receive(channel: socket.socket) -> Any:
             reads.append(1)
             return real_receive(channel)
 
-        self.patch(procket_twisted._spawn, "receive_packets", counting_receive)
+        self.patch(procket_twisted._client.spawn, "receive_packets", counting_receive)
         before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.monotonic()
         self.assertFailsWith(HelperTimeoutError, "close-and-hang", timeout=1.0)
@@ -414,7 +416,7 @@ class InterruptTests(ClientTestCase):
 
     def test_interrupted_poll(self) -> None:
         """Interrupted while polling a hung helper: it is killed and reaped; nothing leaks."""
-        real_poll = procket_twisted._spawn.select.poll
+        real_poll = procket_twisted._client.spawn.select.poll
 
         class InterruptingPoll:
             def __init__(self) -> None:
@@ -426,7 +428,7 @@ class InterruptTests(ClientTestCase):
             def poll(self, timeout: float) -> Any:
                 raise KeyboardInterrupt()
 
-        self.patch(procket_twisted._spawn.select, "poll", InterruptingPoll)
+        self.patch(procket_twisted._client.spawn.select, "poll", InterruptingPoll)
         self.mode("hang")
         self.assertLeavesNothing(
             lambda: self.assertRaises(
@@ -440,7 +442,7 @@ class InterruptTests(ClientTestCase):
         def interrupted(channel: socket.socket) -> Any:
             raise KeyboardInterrupt()
 
-        self.patch(procket_twisted._spawn, "receive_packets", interrupted)
+        self.patch(procket_twisted._client.spawn, "receive_packets", interrupted)
         self.mode("ok-then-hang")
         self.assertLeavesNothing(
             lambda: self.assertRaises(
@@ -559,8 +561,12 @@ class LeastPrivilegeTests(ClientTestCase):
         while len(ports) < 2:
             ports.add(free_port())
         low, high = sorted(ports)
-        self.patch(procket_twisted._direct, "unprivileged_port_start", lambda: high)
-        self.patch(procket_twisted._direct, "has_bind_capability", lambda: False)
+        self.patch(procket_twisted._client.request, "unprivileged_port_start", lambda: high)
+        self.patch(
+            procket_twisted._client.direct,
+            "has_capability",
+            lambda capability: capability != CAP_NET_BIND_SERVICE,
+        )
         return low, high
 
     def test_mixed_direct_and_helper(self) -> None:
@@ -622,7 +628,7 @@ class LeastPrivilegeTests(ClientTestCase):
         def denied(request: SocketRequest, index: int = 1) -> socket.socket:
             raise SocketError("denied", errno=errno.EACCES, step="bind", index=index)
 
-        self.patch(procket_twisted._api, "open_directly", denied)
+        self.patch(procket_twisted._client.api, "open_directly", denied)
         sock = self.listen(0, ip="127.0.0.1", direct=True)
         self.assertEqual(sock.type, socket.SOCK_STREAM)
         self.assertEqual(len(runs()), 1)
@@ -639,7 +645,7 @@ class LeastPrivilegeTests(ClientTestCase):
 
     def test_root_binds_privileged_ports_itself(self) -> None:
         """As root (CAP_NET_BIND_SERVICE) a port below 1024 is opened directly, no helper."""
-        if not procket_twisted._direct.has_bind_capability():
+        if not procket_twisted._client.direct.has_bind_capability():
             raise self.skipTest("this process has no CAP_NET_BIND_SERVICE")
         for port in range(1023, 900, -1):
             try:

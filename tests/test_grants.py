@@ -249,7 +249,7 @@ class OptionTests(GrantTestCase):
 #: Read every frame a packet socket gets for a while: (interface name, ethertype, length).
 FRAMES_SOURCE = """
 import select, struct, time
-from procket_twisted._packet import _bind_link
+from procket_twisted._client.packet import _bind_link
 
 def frames(sock, seconds):
     found, end = [], time.monotonic() + seconds
@@ -596,7 +596,7 @@ class SudoGroupTests(HelperTestCase):
         """
         if shutil.which("sudo") is None:
             self.fail("sudo is not installed; scripts/test installs it (scripts/packages.sh)")
-        from procket_twisted._install import sudoers_file
+        from procket_twisted._admin.install import sudoers_file
 
         prefix = install_prefix(self, "--mode", "sudo")
         self.addCleanup(os.unlink, sudoers_file(prefix.path))

@@ -1,5 +1,5 @@
 """
-How the helper is compiled (`procket_twisted._helper_build`): against musl when ``musl-gcc`` is
+How the helper is compiled (`procket_twisted._admin.helper_build`): against musl when ``musl-gcc`` is
 installed, against glibc otherwise or on request, always a static PIE, and each build a working
 program. The builds are real compilations of the installed source; a build is recognised by a
 symbol only its C library has (musl's ``__init_libc``, glibc's ``__libc_setup_tls``).
@@ -19,8 +19,8 @@ from typing import Set
 from twisted.trial.unittest import SynchronousTestCase
 
 import procket_twisted
-from procket_twisted._doctor import built_against_glibc
-from procket_twisted._helper_build import compile_helper, musl_directory
+from procket_twisted._admin.doctor import built_against_glibc
+from procket_twisted._admin.helper_build import compile_helper, musl_directory
 
 from .support import REQUIRE_VARIABLE, set_environment
 

@@ -353,7 +353,7 @@ class InstallSecurityTests(SynchronousTestCase):
         policy = os.path.join(own, "policy")
         info = os.lstat(policy)
         self.assertEqual((info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)), (0, 0, 0o644))
-        from procket_twisted._install import DEFAULT_POLICY
+        from procket_twisted._admin.install import DEFAULT_POLICY
 
         with open(policy, encoding="ascii") as stream:
             text = stream.read()

@@ -371,7 +371,7 @@ class InstallHelperTests(SynchronousTestCase):
         if shutil.which("sudo") is None:
             self.fail("sudo is not installed; scripts/test installs it (apt-get install sudo)")
         prefix = install_prefix(self, "--mode", "sudo")
-        from procket_twisted._install import sudoers_file
+        from procket_twisted._admin.install import sudoers_file
 
         rule = sudoers_file(prefix.path)
         self.addCleanup(os.unlink, rule)

@@ -15,7 +15,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-import procket_twisted._locate
+import procket_twisted._client.locate
 from procket_twisted import HelperCommand, HelperNotFoundError, find_helper
 
 from .fake_helper_support import FAKE_HELPER
@@ -43,7 +43,7 @@ class LocateTestCase(SynchronousTestCase):
 
     def installed(self, *paths: str) -> None:
         """Pretend the installed locations are PATHS."""
-        self.patch(procket_twisted._locate, "INSTALLED_HELPERS", tuple(paths))
+        self.patch(procket_twisted._client.locate, "INSTALLED_HELPERS", tuple(paths))
 
 
 class ProgramTests(LocateTestCase):

@@ -1,5 +1,5 @@
 """
-The pacer of helper starts (`procket_twisted._pacer`): one start per reactor turn, at most a few
+The pacer of helper starts (`procket_twisted._twisted.pacer`): one start per reactor turn, at most a few
 helpers at a time, a slow helper's place given back, and no place lost whatever a job does.
 
 A reactor turn is modelled by `TurnClock.turn`, which runs the calls due when the turn began, as a
@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Optional
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
-from procket_twisted._pacer import MAX_RUNNING, SLOW_HELPER, SpawnPacer, pacer_for
+from procket_twisted._twisted.pacer import MAX_RUNNING, SLOW_HELPER, SpawnPacer, pacer_for
 
 
 class TurnClock(task.Clock):

@@ -527,7 +527,7 @@ class PacketAsNobodyTests(TwistedAsNobodyTestCase):
         """
         self.prefix.write_policy(f"allow user={TEST_UID} kind=packet ethertype=0x3 device=lo\n")
         result = self.run_twisted(f"""
-            from procket_twisted._packet import _FilterBuffer
+            from procket_twisted._client.packet import _FilterBuffer
             SO_DETACH_FILTER, SO_ATTACH_FILTER = 27, 26
 
             async def main(reactor):

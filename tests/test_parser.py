@@ -22,12 +22,12 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-import procket_twisted._endpoints
-import procket_twisted._interfaces
-import procket_twisted._parser
-import procket_twisted._raw_twisted
-import procket_twisted._reactor_client
-import procket_twisted._service
+import procket_twisted._twisted.endpoints
+import procket_twisted._twisted.interfaces
+import procket_twisted._twisted.parser
+import procket_twisted._twisted.raw
+import procket_twisted._twisted.reactor_client
+import procket_twisted._twisted.service
 import procket_twisted.endpoints
 from procket_twisted import DEFAULT_TIMEOUT, SocketRequest
 from procket_twisted.endpoints import (
@@ -308,7 +308,7 @@ class TLSStringTests(SynchronousTestCase):
         parameters = inspect.signature(_parseSSL).parameters
         names = list(parameters)
         self.assertEqual(names[:2], ["factory", "port"])
-        for name in procket_twisted._parser._TLS_ARGUMENTS:
+        for name in procket_twisted._twisted.parser._TLS_ARGUMENTS:
             self.assertIn(name, parameters, f"_parseSSL no longer takes {name}")
             self.assertIn(
                 parameters[name].kind,
@@ -609,15 +609,15 @@ class PluginTests(SynchronousTestCase):
     def test_publicNames(self) -> None:
         """Every public name of procket_twisted.endpoints is the private module's own object."""
         sources = (
-            procket_twisted._batch,
-            procket_twisted._packet_twisted,
-            procket_twisted._tun_twisted,
-            procket_twisted._endpoints,
-            procket_twisted._parser,
-            procket_twisted._raw_twisted,
-            procket_twisted._interfaces,
-            procket_twisted._reactor_client,
-            procket_twisted._service,
+            procket_twisted._twisted.batch,
+            procket_twisted._twisted.packet,
+            procket_twisted._twisted.tun,
+            procket_twisted._twisted.endpoints,
+            procket_twisted._twisted.parser,
+            procket_twisted._twisted.raw,
+            procket_twisted._twisted.interfaces,
+            procket_twisted._twisted.reactor_client,
+            procket_twisted._twisted.service,
         )
         for name in procket_twisted.endpoints.__all__:
             public = getattr(procket_twisted.endpoints, name)

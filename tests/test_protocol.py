@@ -1,7 +1,7 @@
 """
-Unit tests for the wire protocol (`procket_twisted._protocol`), for turning a reply into sockets
-or a typed error (`procket_twisted._reply`), and for checking received fds
-(`procket_twisted._validate`). They use real socket pairs and real sockets, and the C helper's
+Unit tests for the wire protocol (`procket_twisted._client.wire`), for turning a reply into sockets
+or a typed error (`procket_twisted._client.reply`), and for checking received fds
+(`procket_twisted._client.validate`). They use real socket pairs and real sockets, and the C helper's
 source as installed with the package, so that the Python and C sides cannot drift apart.
 """
 
@@ -29,7 +29,9 @@ from procket_twisted import (
     SocketError,
     SocketRequest,
 )
-from procket_twisted._protocol import (
+from procket_twisted._client.reply import sockets_from_reply
+from procket_twisted._client.validate import mismatch, sockets_from_fds
+from procket_twisted._client.wire import (
     HELPER_STEPS,
     MAX_SOCKETS,
     PROTOCOL_VERSION,
@@ -39,8 +41,6 @@ from procket_twisted._protocol import (
     parse_answer,
     receive_packets,
 )
-from procket_twisted._reply import sockets_from_reply
-from procket_twisted._validate import mismatch, sockets_from_fds
 
 from .support import ipv6_loopback
 

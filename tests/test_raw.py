@@ -46,10 +46,10 @@ from zope.interface.verify import verifyObject
 
 import procket_twisted.endpoints
 from procket_twisted import DEFAULT_TIMEOUT, PolicyDeniedError, RawRequest
-from procket_twisted._direct import has_capability
-from procket_twisted._endpoints import _HelperEndpoint
-from procket_twisted._options import CAP_NET_RAW
-from procket_twisted._raw_twisted import _host
+from procket_twisted._client.direct import has_capability
+from procket_twisted._client.options import CAP_NET_RAW
+from procket_twisted._twisted.endpoints import _HelperEndpoint
+from procket_twisted._twisted.raw import _host
 from procket_twisted.endpoints import (
     IDatagramServerEndpoint,
     RawAddress,

@@ -27,7 +27,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-import procket_twisted._api
+import procket_twisted._client.api
 from procket_twisted import (
     HelperFailedError,
     HelperNotFoundError,
@@ -338,7 +338,7 @@ class AcquireSocketsTests(RealReactorTestCase):
         """
         from twisted.internet import reactor
 
-        self.patch(procket_twisted._api, "can_open_directly", lambda r: r.protocol == "tcp")
+        self.patch(procket_twisted._client.api, "can_open_directly", lambda r: r.protocol == "tcp")
         runs = self.runLog()
         requests = [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")]
         stream, datagram = yield acquireSockets(reactor, requests, progname=FAKE, direct=True)
@@ -356,7 +356,7 @@ class AcquireSocketsTests(RealReactorTestCase):
         """
         from twisted.internet import reactor
 
-        self.patch(procket_twisted._api, "can_open_directly", lambda r: r.protocol == "tcp")
+        self.patch(procket_twisted._client.api, "can_open_directly", lambda r: r.protocol == "tcp")
         self.mode("error-bind")
         before = self.snapshot()
         requests = [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")]
@@ -560,7 +560,7 @@ class RealFailureTests(RealReactorTestCase):
         """
         from twisted.internet import reactor
 
-        import procket_twisted._reactor_client as client
+        import procket_twisted._twisted.reactor_client as client
 
         request = [SocketRequest(0, "tcp", "127.0.0.1")]
         for name, target in (("socketpair", client.socket), ("pidfd_open", client.os)):

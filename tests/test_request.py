@@ -11,7 +11,7 @@ import socket
 from twisted.trial.unittest import SynchronousTestCase
 
 from procket_twisted import SocketRequest
-from procket_twisted._request import DEFAULT_BACKLOG, PROTOCOLS
+from procket_twisted._client.request import DEFAULT_BACKLOG, PROTOCOLS
 
 
 class PortTests(SynchronousTestCase):

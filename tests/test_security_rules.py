@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from procket_twisted._doctor import built_against_glibc
+from procket_twisted._admin.doctor import built_against_glibc
 
 from .support import (
     TEST_GID,

@@ -27,7 +27,8 @@ from twisted.pair.tuntap import TunnelAddress, TunnelFlags, TuntapPort
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from procket_twisted import TunDevice, TunRequest, _tun_twisted
+from procket_twisted import TunDevice, TunRequest
+from procket_twisted._twisted import tun as _tun_twisted
 from procket_twisted.endpoints import (
     AdoptedTunnelEndpoint,
     IDatagramServerEndpoint,

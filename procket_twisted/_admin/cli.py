@@ -10,11 +10,11 @@ import importlib.metadata
 import sys
 from typing import List, Optional
 
-from ._activation import run
-from ._api import DEFAULT_TIMEOUT
-from ._doctor import doctor
-from ._install import DEFAULT_PREFIX, MODES, InstallError, install_helper
-from ._plugin_cache import regenerate_plugin_cache
+from .._client.api import DEFAULT_TIMEOUT
+from .activation import run
+from .doctor import doctor
+from .install import DEFAULT_PREFIX, MODES, InstallError, install_helper
+from .plugin_cache import regenerate_plugin_cache
 
 __all__ = ["main"]
 

@@ -2,7 +2,7 @@
 Getting sockets from the helper without blocking the reactor: the Twisted layer's driver.
 
 The helper is started as the blocking API starts it (``posix_spawn``, with our end of the channel
-as its stdin, stdout and stderr), when the pacer (`procket_twisted._pacer`) says so: one per
+as its stdin, stdout and stderr), when the pacer (`procket_twisted._twisted.pacer`) says so: one per
 reactor turn, a few at a time. The reactor watches its pidfd;
 when it ends, its reply is read from the channel and turned into sockets by the same code as the
 blocking API (`sockets_from_reply`). A timeout or a cancelled Deferred kills it; every received fd
@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._api import (
+from .._client.api import (
     DEFAULT_TIMEOUT,
     check_batch,
     close_sockets,
@@ -34,13 +34,13 @@ from ._api import (
     open_what_needs_no_privilege,
     renumber,
 )
-from ._errors import HelperFailedError, HelperTimeoutError, ProcketError
-from ._kinds import AnyRequest
-from ._locate import HelperCommand, Progname, find_helper
-from ._pacer import pacer_for
-from ._protocol import Packet, close_fds, receive_packets
-from ._reply import sockets_from_reply
-from ._spawn import helper_argv, start_helper, stop_helper
+from .._client.errors import HelperFailedError, HelperTimeoutError, ProcketError
+from .._client.kinds import AnyRequest
+from .._client.locate import HelperCommand, Progname, find_helper
+from .._client.reply import sockets_from_reply
+from .._client.spawn import helper_argv, start_helper, stop_helper
+from .._client.wire import Packet, close_fds, receive_packets
+from .pacer import pacer_for
 
 __all__ = ["acquireSockets"]
 

@@ -17,17 +17,17 @@ import stat
 import threading
 from typing import Any, List, Optional, Sequence, Tuple
 
-from ._errors import (
+from .errors import (
     HelperFailedError,
     HelperNotFoundError,
     HelperTimeoutError,
     PolicyDeniedError,
     ProcketError,
 )
-from ._kinds import AnyRequest
-from ._locate import INSTALL_HINT, HelperCommand
-from ._protocol import Packet, close_fds, helper_arguments, receive_packets
-from ._reply import sockets_from_reply
+from .kinds import AnyRequest
+from .locate import INSTALL_HINT, HelperCommand
+from .reply import sockets_from_reply
+from .wire import Packet, close_fds, helper_arguments, receive_packets
 
 __all__ = [
     "run_helper",

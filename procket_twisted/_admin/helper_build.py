@@ -26,7 +26,9 @@ import tempfile
 from typing import List, Optional, Sequence
 
 #: The helper's source directory in this package.
-HELPER_DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helper")
+HELPER_DIRECTORY = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helper"
+)
 
 WARNINGS = [
     "-Wall", "-Wextra", "-Werror", "-Wformat=2", "-Wconversion", "-Wsign-conversion",

@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
-from ._kinds import AnyRequest
+from .kinds import AnyRequest
 
 __all__ = [
     "PROTOCOL_VERSION",

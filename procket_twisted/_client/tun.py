@@ -17,9 +17,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Union
 
-from ._options import CAP_NET_ADMIN
-from ._reply import socket_error
-from ._request import check_flag, check_interface_name
+from .failures import socket_error
+from .options import CAP_NET_ADMIN
+from .request import check_flag, check_interface_name
 
 __all__ = ["TunRequest", "TunDevice", "MODES"]
 
@@ -131,6 +131,11 @@ class TunRequest:
         object.__setattr__(self, "interface", interface)
         check_flag("up", self.up)
         check_flag("packet_info", self.packet_info)
+
+    @property
+    def kind(self) -> str:
+        """Its kind, as the helper and the policy name it: ``tun or tap``."""
+        return self.mode
 
     def helper_argument(self) -> str:
         """The helper's text for this interface."""

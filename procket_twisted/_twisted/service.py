@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 
-from ._parser import datagramEndpointFromString
+from .parser import datagramEndpointFromString
 
 __all__ = ["DatagramServerEndpointService", "datagramService"]
 

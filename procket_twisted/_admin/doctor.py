@@ -11,13 +11,13 @@ import stat
 import time
 from typing import Callable, List, Optional, Tuple
 
-from ._api import listen
-from ._diagnose import can_execute, no_new_privs, privilege_problems
-from ._direct import has_bind_capability, unprivileged_port_start
-from ._errors import HelperNotFoundError, HelperNotPrivilegedError, ProcketError
-from ._locate import Progname, find_helper, has_file_capabilities
-from ._policy_check import policy_decisions
-from ._request import SocketRequest
+from .._client.api import listen
+from .._client.diagnose import can_execute, no_new_privs, privilege_problems
+from .._client.direct import has_bind_capability, unprivileged_port_start
+from .._client.errors import HelperNotFoundError, HelperNotPrivilegedError, ProcketError
+from .._client.locate import Progname, find_helper, has_file_capabilities
+from .._client.policy_check import policy_decisions
+from .._client.request import SocketRequest
 
 __all__ = ["doctor"]
 

@@ -16,7 +16,7 @@ parsers, before ``twistd`` has chosen its reactor, so nothing here may import th
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 from twisted.internet.interfaces import (
     IReactorCore,
@@ -26,27 +26,37 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ._api import DEFAULT_TIMEOUT, MAX_TIMEOUT, check_timeout
-from ._endpoints import (
+from .._client.raw import PROTOCOL_NUMBERS
+from .._client.request import SocketRequest
+from .endpoints import (
     DEFAULT_MAX_PACKET_SIZE,
     DEFAULT_STREAM_BACKLOG,
     ProcketDatagramServerEndpoint,
     ProcketServerEndpoint,
     TLSServerEndpoint,
 )
-from ._interfaces import IDatagramServerEndpoint
-from ._raw import PROTOCOL_NUMBERS
-from ._raw_twisted import RAW_MAX_PACKET_SIZE, RawEndpoint
-from ._request import SocketRequest
+from .interfaces import IDatagramServerEndpoint
+from .raw import RAW_MAX_PACKET_SIZE, RawEndpoint
+from .strings import (
+    HELPER_KEYWORDS,
+    OPTION_KEYWORDS,
+    PREFIX,
+    bind,
+    checked,
+    flag,
+    helper_options,
+    number,
+    socket_options,
+    splitDescription,
+)
 
 __all__ = [
     "ProcketServerParser",
     "datagramEndpointFromString",
     "socketRequestFromString",
-    "splitDescription",
+    "splitDescription",  # from .strings: part of this module's surface, as it always was
 ]
 
-PREFIX = "procket"
 _STREAM_ARGUMENTS = ("port", "interface", "backlog")
 _TLS_ARGUMENTS = (
     "port", "privateKey", "certKey", "sslmethod", "interface", "backlog",
@@ -54,113 +64,15 @@ _TLS_ARGUMENTS = (
 )  # fmt: skip
 _DATAGRAM_ARGUMENTS = ("port", "interface", "maxPacketSize")
 _RAW_ARGUMENTS = ("protocol", "interface", "maxPacketSize")
-_HELPER_KEYWORDS = ("progname", "timeout")
-#: Socket option keywords (camelCase, as Twisted's keywords are) and their SocketRequest names.
-_OPTION_KEYWORDS = {
-    "v6only": "v6only",
-    "reusePort": "reuseport",
-    "freeBind": "freebind",
-    "transparent": "transparent",
-    "bindToDevice": "bind_to_device",
-    "mark": "mark",
-    "priority": "priority",
-    "forceReceiveBuffer": "force_receive_buffer",
-    "forceSendBuffer": "force_send_buffer",
-}
-_OPTION_NUMBERS = {
-    "mark": 0xFFFFFFFF,
-    "priority": 0x7FFFFFFF,
-    "forceReceiveBuffer": 0x3FFFFFFF,
-    "forceSendBuffer": 0x3FFFFFFF,
-}
-_YES, _NO = ("yes", "true", "1"), ("no", "false", "0")
-_KEYWORDS_EVERYWHERE = _HELPER_KEYWORDS + tuple(_OPTION_KEYWORDS)
+_KEYWORDS_EVERYWHERE = HELPER_KEYWORDS + tuple(OPTION_KEYWORDS)
 #: The socket option keywords a raw socket takes, and its own.
-_RAW_KEYWORDS = _HELPER_KEYWORDS + (
+_RAW_KEYWORDS = HELPER_KEYWORDS + (
     "bindToDevice", "mark", "priority", "forceReceiveBuffer", "forceSendBuffer", "headerIncluded",
 )  # fmt: skip
 _USAGE = (
     "use procket:tcp:PORT, procket:tcp6:PORT or procket:ssl:PORT:privateKey=KEY:certKey=CERT "
     "(and procket:udp:PORT with datagramEndpointFromString)"
 )
-
-
-def _bind(
-    where: str,
-    names: Sequence[str],
-    args: Sequence[str],
-    kwargs: Dict[str, str],
-    keywords: Sequence[str] = _KEYWORDS_EVERYWHERE,
-    example: str = "",
-) -> Dict[str, str]:
-    """
-    Positional ARGS and keyword KWARGS as one mapping, in Twisted's order for NAMES (the first is
-    required: EXAMPLE is a value for it); KEYWORDS may be given by name only.
-    """
-    if "" in args[1:] or kwargs.get("interface") == "":
-        # What Twisted makes of interface=::1: the colons split it into empty values.
-        raise ValueError(
-            f"{where}: an IPv6 interface needs its colons escaped with backslashes, as in "
-            f"{where}:{example or 443}:interface=\\:\\:1 (in a shell, quote it)"
-        )
-    if len(args) > len(names):
-        extra = ":".join(args[len(names) :])
-        raise ValueError(f"{where}: unexpected value {extra!r}; name it, for example interface=...")
-    values = dict(zip(names, args))
-    for key, value in kwargs.items():
-        if key not in names and key not in keywords:
-            known = ", ".join(list(names) + list(keywords))
-            raise ValueError(f"{where}: unknown keyword {key!r} (known: {known})")
-        if key in values:
-            raise ValueError(f"{where}: {key} is given twice")
-        values[key] = value
-    if names[0] not in values:
-        raise ValueError(f"{where}: no {names[0]} given, as in {where}:{example or 80}")
-    return values
-
-
-def _number(where: str, name: str, text: str, low: int, high: int) -> int:
-    digits = text.isascii() and text.isdigit()
-    if not digits or not low <= int(text) <= high or (len(text) > 1 and text[0] == "0"):
-        raise ValueError(f"{where}: {name} {text!r} is not a number from {low} to {high}")
-    return int(text)
-
-
-def _helper_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
-    options: Dict[str, Any] = {"progname": values.get("progname") or None}
-    timeout = values.get("timeout")
-    options["timeout"] = DEFAULT_TIMEOUT
-    if timeout is not None:
-        try:
-            options["timeout"] = check_timeout(float(timeout))
-        except ValueError:
-            raise ValueError(
-                f"{where}: timeout {timeout!r} is not a number of seconds more than 0 and at "
-                f"most {MAX_TIMEOUT:g}"
-            ) from None
-    return options
-
-
-def _socket_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
-    """The socket option keywords of VALUES, as SocketRequest keyword arguments."""
-    options: Dict[str, Any] = {}
-    for keyword, attribute in _OPTION_KEYWORDS.items():
-        text = values.get(keyword)
-        if text is None:
-            continue
-        if keyword in _OPTION_NUMBERS:
-            options[attribute] = _number(where, keyword, text, 0, _OPTION_NUMBERS[keyword])
-        elif keyword == "bindToDevice":
-            options[attribute] = text
-        else:
-            options[attribute] = _flag(where, keyword, text)
-    return options
-
-
-def _flag(where: str, keyword: str, text: str) -> bool:
-    if text.lower() not in _YES + _NO:
-        raise ValueError(f"{where}: {keyword} {text!r} is not yes or no")
-    return text.lower() in _YES
 
 
 def _interface(where: str, values: Dict[str, str], ipv6: bool) -> str:
@@ -170,33 +82,23 @@ def _interface(where: str, values: Dict[str, str], ipv6: bool) -> str:
     return interface
 
 
-def _checked(where: str, build: Any) -> Any:
-    """BUILD(), with its ValueError or TypeError prefixed by WHERE."""
-    try:
-        return build()
-    except (ValueError, TypeError) as problem:
-        raise ValueError(f"{where}: {problem}") from None
-
-
 def _stream_endpoint(
     reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str], where: str = ""
 ) -> Any:
     where = where or f"{PREFIX}:{protocol}"
-    values = _bind(where, _STREAM_ARGUMENTS, args, kwargs)
-    port = _number(where, "port", values["port"], 0, 65535)
-    backlog = _number(
-        where, "backlog", values.get("backlog", str(DEFAULT_STREAM_BACKLOG)), 0, 65535
-    )
+    values = bind(where, _STREAM_ARGUMENTS, args, kwargs, _KEYWORDS_EVERYWHERE, "80", "interface")
+    port = number(where, "port", values["port"], 0, 65535)
+    backlog = number(where, "backlog", values.get("backlog", str(DEFAULT_STREAM_BACKLOG)), 0, 65535)
     interface = _interface(where, values, protocol == "tcp6")
-    options = {**_helper_options(where, values), **_socket_options(where, values)}
-    return _checked(
+    options = {**helper_options(where, values), **socket_options(where, values)}
+    return checked(
         where, lambda: ProcketServerEndpoint(reactor, port, interface, backlog, **options)
     )
 
 
 def _tls_endpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> Any:
     where = f"{PREFIX}:ssl"
-    values = _bind(where, _TLS_ARGUMENTS, args, kwargs)
+    values = bind(where, _TLS_ARGUMENTS, args, kwargs, _KEYWORDS_EVERYWHERE, "80", "interface")
     stream = _stream_endpoint(
         reactor,
         "tcp",
@@ -228,13 +130,13 @@ def _datagram_endpoint(
     reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str]
 ) -> Any:
     where = f"{PREFIX}:{protocol}"
-    values = _bind(where, _DATAGRAM_ARGUMENTS, args, kwargs)
-    port = _number(where, "port", values["port"], 0, 65535)
+    values = bind(where, _DATAGRAM_ARGUMENTS, args, kwargs, _KEYWORDS_EVERYWHERE, "80", "interface")
+    port = number(where, "port", values["port"], 0, 65535)
     size = values.get("maxPacketSize", str(DEFAULT_MAX_PACKET_SIZE))
-    maxPacketSize = _number(where, "maxPacketSize", size, 1, 65535)
+    maxPacketSize = number(where, "maxPacketSize", size, 1, 65535)
     interface = _interface(where, values, protocol == "udp6")
-    options = {**_helper_options(where, values), **_socket_options(where, values)}
-    return _checked(
+    options = {**helper_options(where, values), **socket_options(where, values)}
+    return checked(
         where,
         lambda: ProcketDatagramServerEndpoint(reactor, port, interface, maxPacketSize, **options),
     )
@@ -244,32 +146,32 @@ def _raw_endpoint(
     reactor: Any, kind: str, args: Sequence[str], kwargs: Dict[str, str]
 ) -> RawEndpoint:
     where = f"{PREFIX}:{kind}"
-    values = _bind(where, _RAW_ARGUMENTS, args, kwargs, _RAW_KEYWORDS, "icmp")
+    values = bind(where, _RAW_ARGUMENTS, args, kwargs, _RAW_KEYWORDS, "icmp", "interface")
     name = values["protocol"]
-    number = PROTOCOL_NUMBERS.get(name)
-    if number is None:
+    protocol = PROTOCOL_NUMBERS.get(name)
+    if protocol is None:
         if not (name.isascii() and name.isdigit()):
             raise ValueError(
                 f"{where}: protocol {name!r} is not a number from 1 to 255 or one of "
                 f"{', '.join(PROTOCOL_NUMBERS)}"
             )
-        number = _number(where, "protocol", name, 1, 255)
+        protocol = number(where, "protocol", name, 1, 255)
     interface = _interface(where, values, kind == "raw6") if "interface" in values else None
     # raw6 is IPv6; for raw, as for tcp, an IPv6 interface (or ICMPv6) makes it IPv6.
-    ipv6 = kind == "raw6" or ":" in (interface or "") or (interface is None and number == 58)
-    if number == (1 if ipv6 else 58):
+    ipv6 = kind == "raw6" or ":" in (interface or "") or (interface is None and protocol == 58)
+    if protocol == (1 if ipv6 else 58):
         raise ValueError(
             f"{where}: protocol {name} over {'IPv6' if ipv6 else 'IPv4'}: ICMP is IPv4's "
             "(procket:raw:icmp), ICMPv6 is IPv6's (procket:raw6:icmpv6)"
         )
     size = values.get("maxPacketSize", str(RAW_MAX_PACKET_SIZE))
-    maxPacketSize = _number(where, "maxPacketSize", size, 1, RAW_MAX_PACKET_SIZE)
-    headerIncluded = _flag(where, "headerIncluded", values.get("headerIncluded", "no"))
-    options = {**_helper_options(where, values), **_socket_options(where, values)}
+    maxPacketSize = number(where, "maxPacketSize", size, 1, RAW_MAX_PACKET_SIZE)
+    headerIncluded = flag(where, "headerIncluded", values.get("headerIncluded"))
+    options = {**helper_options(where, values), **socket_options(where, values)}
     options["family"] = "inet6" if ipv6 else "inet"
     options["headerIncluded"] = headerIncluded
-    endpoint: RawEndpoint = _checked(
-        where, lambda: RawEndpoint(reactor, number, interface, maxPacketSize, **options)
+    endpoint: RawEndpoint = checked(
+        where, lambda: RawEndpoint(reactor, protocol, interface, maxPacketSize, **options)
     )
     return endpoint
 
@@ -305,47 +207,6 @@ class ProcketServerParser:
         raise ValueError(f"{PREFIX}: unknown protocol {protocol!r}; {_USAGE}")
 
 
-def splitDescription(description: str) -> Tuple[List[str], Dict[str, str]]:
-    """
-    Split an endpoint description the way Twisted does: ``:`` separates, ``=`` makes a keyword,
-    a backslash escapes the next character (``interface=\\:\\:1``).
-
-    @raise ValueError: for a trailing lone backslash or a keyword given twice.
-    """
-    args: List[str] = []
-    kwargs: Dict[str, str] = {}
-    key = None
-    current: List[str] = []
-    escaping = False
-
-    def finish() -> None:
-        value = "".join(current)
-        if key is None:
-            args.append(value)
-        elif key in kwargs:
-            raise ValueError(f"{description!r}: {key} is given twice")
-        else:
-            kwargs[key] = value
-
-    for character in description:
-        if escaping:
-            current.append(character)
-            escaping = False
-        elif character == "\\":
-            escaping = True
-        elif character == ":":
-            finish()
-            key, current = None, []
-        elif character == "=" and key is None:
-            key, current = "".join(current), []
-        else:
-            current.append(character)
-    if escaping:
-        raise ValueError(f"{description!r} ends with a lone backslash")
-    finish()
-    return args, kwargs
-
-
 def datagramEndpointFromString(reactor: Any, description: str) -> IDatagramServerEndpoint:
     """
     The datagram endpoint for ``procket:udp:PORT[:interface=ADDR][:maxPacketSize=N]`` or
@@ -363,8 +224,8 @@ def datagramEndpointFromString(reactor: Any, description: str) -> IDatagramServe
         return _raw_endpoint(reactor, args[1], args[2:], kwargs)
     if len(args) >= 2 and args[0] == PREFIX and args[1] in ("packet", "tun", "tap"):
         # Imported here: they bring twisted.pair, which the plugin's import need not load.
-        from ._packet_twisted import packetEndpointFromString
-        from ._tun_twisted import tunEndpointFromString
+        from .packet import packetEndpointFromString
+        from .tun import tunEndpointFromString
 
         build = packetEndpointFromString if args[1] == "packet" else tunEndpointFromString
         return build(reactor, description)
@@ -407,15 +268,15 @@ def socketRequestFromString(
         )
     protocol = args[0]
     where = f"{PREFIX}:{protocol}"
-    keywords = tuple(_OPTION_KEYWORDS) + tuple(extraKeywords)
-    values = _bind(where, _SOCKET_ARGUMENTS[protocol], args[1:], kwargs, keywords)
-    port = _number(where, "port", values["port"], 0, 65535)
+    keywords = tuple(OPTION_KEYWORDS) + tuple(extraKeywords)
+    values = bind(where, _SOCKET_ARGUMENTS[protocol], args[1:], kwargs, keywords, "80", "interface")
+    port = number(where, "port", values["port"], 0, 65535)
     interface = _interface(where, values, protocol.endswith("6"))
     backlog = None
     if "backlog" in values:
-        backlog = _number(where, "backlog", values["backlog"], 0, 65535)
-    options = _socket_options(where, values)
-    request = _checked(
+        backlog = number(where, "backlog", values["backlog"], 0, 65535)
+    options = socket_options(where, values)
+    request = checked(
         where,
         lambda: SocketRequest(port, protocol.rstrip("6"), interface or None, backlog, **options),
     )

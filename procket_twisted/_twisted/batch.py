@@ -11,14 +11,14 @@ from typing import Any, Iterable, List
 from twisted.internet import defer
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 
-from ._api import DEFAULT_TIMEOUT
-from ._endpoints import AdoptedDatagramServerEndpoint, _HelperEndpoint
-from ._kinds import AnyRequest
-from ._locate import Progname
-from ._packet_twisted import AdoptedPacketEndpoint
-from ._raw_twisted import AdoptedRawEndpoint
-from ._tun import TunDevice
-from ._tun_twisted import AdoptedTunnelEndpoint
+from .._client.api import DEFAULT_TIMEOUT
+from .._client.kinds import AnyRequest
+from .._client.locate import Progname
+from .._client.tun import TunDevice
+from .endpoints import AdoptedDatagramServerEndpoint, _HelperEndpoint
+from .packet import AdoptedPacketEndpoint
+from .raw import AdoptedRawEndpoint
+from .tun import AdoptedTunnelEndpoint
 
 __all__ = ["acquireEndpoints"]
 

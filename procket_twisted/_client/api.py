@@ -7,16 +7,16 @@ from __future__ import annotations
 import socket
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ._direct import can_open_directly, open_directly
-from ._errors import ProcketError, SocketError
-from ._kinds import AnyRequest
-from ._locate import Progname, find_helper
-from ._packet import Instruction, PacketRequest
-from ._protocol import MAX_SOCKETS
-from ._raw import RawRequest
-from ._request import IPAddressLike, SocketRequest
-from ._spawn import run_helper
-from ._tun import TunDevice, TunRequest
+from .direct import can_open_directly, open_directly
+from .errors import ProcketError, SocketError
+from .kinds import AnyRequest
+from .locate import Progname, find_helper
+from .packet import Instruction, PacketRequest
+from .raw import RawRequest
+from .request import IPAddressLike, SocketRequest
+from .spawn import run_helper
+from .tun import TunDevice, TunRequest
+from .wire import MAX_SOCKETS
 
 __all__ = [
     "listen",

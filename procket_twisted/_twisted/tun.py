@@ -33,13 +33,14 @@ from twisted.python.failure import Failure
 from twisted.python.reflect import fullyQualifiedName
 from zope.interface import implementer
 
-from ._api import DEFAULT_TIMEOUT
-from ._endpoints import SingleUse, _HelperEndpoint
-from ._errors import ProcketError
-from ._interfaces import IDatagramServerEndpoint
-from ._locate import Progname
-from ._packet_twisted import PREFIX, _bindArguments, _checkSize, _flag
-from ._tun import TUN_DEVICE, TunDevice, TunRequest, interface_of
+from .._client.api import DEFAULT_TIMEOUT
+from .._client.errors import ProcketError
+from .._client.locate import Progname
+from .._client.tun import TUN_DEVICE, TunDevice, TunRequest, interface_of
+from .endpoints import SingleUse, _HelperEndpoint
+from .interfaces import IDatagramServerEndpoint
+from .packet import _checkSize
+from .strings import PREFIX, bind, checked, flag, helper_options, number, splitDescription
 
 __all__ = [
     "TunnelIPProtocol",
@@ -287,8 +288,6 @@ def tunEndpointFromString(reactor: Any, description: str) -> ProcketTunnelEndpoi
 
     @raise ValueError: naming the bad part of a malformed description.
     """
-    from ._parser import _checked, _helper_options, _number, splitDescription
-
     args, kwargs = splitDescription(description)
     if len(args) < 2 or args[0] != PREFIX or args[1] not in ("tun", "tap"):
         raise ValueError(
@@ -304,23 +303,23 @@ def tunEndpointFromString(reactor: Any, description: str) -> ProcketTunnelEndpoi
             f"{where}: an IPv6 address needs its colons escaped with backslashes, as in "
             f"{where}:address=fd00\\:\\:1/64 (in a shell, quote it)"
         )
-    values = _bindArguments(where, _TUN_ARGUMENTS, _TUN_KEYWORDS, args[2:], kwargs)
-    size = _number(
+    values = bind(where, _TUN_ARGUMENTS, args[2:], kwargs, _TUN_KEYWORDS)
+    size = number(
         where,
         "maxPacketSize",
         values.get("maxPacketSize", str(DEFAULT_MAX_TUNNEL_PACKET_SIZE)),
         1,
         1 << 20,
     )
-    options = _helper_options(where, values)
-    return _checked(  # type: ignore[no-any-return]
+    options = helper_options(where, values)
+    return checked(
         where,
         lambda: ProcketTunnelEndpoint(
             reactor,
             mode,
             values.get("name") or None,
             values.get("address"),
-            _flag(where, "up", values),
+            flag(where, "up", values.get("up")),
             size,
             **options,
         ),

@@ -15,13 +15,13 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._api import DEFAULT_TIMEOUT
-from ._errors import ProcketError
-from ._interfaces import IDatagramServerEndpoint
-from ._kinds import AnyRequest
-from ._locate import Progname
-from ._reactor_client import acquireSockets
-from ._request import SocketRequest
+from .._client.api import DEFAULT_TIMEOUT
+from .._client.errors import ProcketError
+from .._client.kinds import AnyRequest
+from .._client.locate import Progname
+from .._client.request import SocketRequest
+from .interfaces import IDatagramServerEndpoint
+from .reactor_client import acquireSockets
 
 __all__ = [
     "ProcketServerEndpoint",

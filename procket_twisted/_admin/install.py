@@ -42,7 +42,7 @@ import stat
 import subprocess
 from typing import List, Optional, Tuple
 
-from ._plugin_cache import regenerate_plugin_cache
+from .plugin_cache import regenerate_plugin_cache
 
 __all__ = [
     "InstallError",
@@ -108,7 +108,8 @@ def built_helper() -> str:
 
     @raise InstallError: if this copy of the package has none.
     """
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helper", HELPER_NAME)
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(package, "helper", HELPER_NAME)
     if not os.path.isfile(path):
         raise InstallError(
             f"this copy of procket-twisted has no built helper ({path} is missing): install the "

@@ -30,11 +30,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._api import DEFAULT_TIMEOUT
-from ._endpoints import SingleUse, _HelperEndpoint
-from ._interfaces import IDatagramServerEndpoint
-from ._locate import Progname
-from ._raw import PROTOCOL_NUMBERS, RawRequest
+from .._client.api import DEFAULT_TIMEOUT
+from .._client.locate import Progname
+from .._client.raw import PROTOCOL_NUMBERS, RawRequest
+from .endpoints import SingleUse, _HelperEndpoint
+from .interfaces import IDatagramServerEndpoint
 
 __all__ = [
     "RawAddress",

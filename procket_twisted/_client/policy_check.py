@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
 
-from ._api import DEFAULT_TIMEOUT, check_batch
-from ._errors import HelperFailedError
-from ._kinds import AnyRequest
-from ._locate import Progname, find_helper
-from ._protocol import PROTOCOL_VERSION, close_fds, parse_answer
-from ._reply import sockets_from_reply
-from ._spawn import exchange
+from .api import DEFAULT_TIMEOUT, check_batch
+from .errors import HelperFailedError
+from .kinds import AnyRequest
+from .locate import Progname, find_helper
+from .reply import sockets_from_reply
+from .spawn import exchange
+from .wire import PROTOCOL_VERSION, close_fds, parse_answer
 
 __all__ = ["PolicyDecision", "policy_decisions"]
 

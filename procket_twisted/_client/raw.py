@@ -10,9 +10,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Union
 
-from ._options import CAP_NET_RAW, option_capabilities, options_mismatch, set_options
-from ._reply import socket_error
-from ._request import (
+from .failures import socket_error
+from .options import CAP_NET_RAW, option_capabilities, options_mismatch, set_options
+from .request import (
     IPAddressLike,
     _parsed_ip,
     check_flag,
@@ -98,6 +98,11 @@ class RawRequest:
     def socket_family(self) -> socket.AddressFamily:
         """AF_INET or AF_INET6."""
         return socket.AddressFamily(_FAMILIES[str(self.family)])
+
+    @property
+    def kind(self) -> str:
+        """Its kind, as the helper and the policy name it: ``raw``."""
+        return "raw"
 
     def helper_argument(self) -> str:
         """The helper's text for this socket."""

@@ -8,7 +8,7 @@ import os
 import stat
 from typing import List, Optional
 
-from ._locate import has_file_capabilities
+from .locate import has_file_capabilities
 
 __all__ = ["process_status_field", "no_new_privs", "privilege_problems", "can_execute"]
 

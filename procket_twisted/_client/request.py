@@ -8,14 +8,25 @@ helper's argument (`helper_argument`), and knows whether it needs privilege at a
 
 from __future__ import annotations
 
+import _socket
 import functools
 import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Union
 
-from ._options import OPTIONS, asked_options, keep_asked_options
+from .failures import socket_error
+from .options import (
+    CAP_NET_BIND_SERVICE,
+    OPTIONS,
+    asked_options,
+    keep_asked_options,
+    option_capabilities,
+    options_mismatch,
+    set_options,
+)
+from .system import unprivileged_port_start
 
 __all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
 
@@ -40,6 +51,13 @@ _NUMBER_LIMITS = {
     "force_send_buffer": (1, 0x3FFFFFFF),
 }
 _ABSENT = object()
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_ACCEPTCONN = socket.SO_ACCEPTCONN
+_SOCK_STREAM = socket.SOCK_STREAM
+# The kernel's numbers as the C socket object holds them: ``socket.socket``'s own ``family`` and
+# ``type`` properties build an enum member on every read.
+_kernel_family = _socket.socket.family.__get__
+_kernel_type = _socket.socket.type.__get__
 _HELPER_ARGUMENT = "_procket_helper_argument"
 
 #: What ``ip`` may be: a numeric address string, an ``ipaddress`` object, or the seed's tuple form
@@ -277,3 +295,86 @@ class SocketRequest:
     def describe(self) -> str:
         """A short human description, for messages: ``tcp 127.0.0.1 port 80 (mark=42)``."""
         return f"{self.protocol} {self.ip} port {self.port}" + describe_options(self)
+
+    @property
+    def kind(self) -> str:
+        """``"tcp"`` or ``"udp"``: its kind, as the helper and the policy name it."""
+        return self.protocol
+
+    def capabilities(self) -> FrozenSet[int]:
+        """
+        What opening it needs: CAP_NET_BIND_SERVICE for a port below the unprivileged ones
+        (``net.ipv4.ip_unprivileged_port_start``; port 0 lets the kernel choose a free one),
+        and what its options need.
+        """
+        needed = option_capabilities(self)
+        if 0 < self.port < unprivileged_port_start():
+            needed = needed | {CAP_NET_BIND_SERVICE}
+        return needed
+
+    def open_here(self, index: int) -> socket.socket:
+        """
+        Open it in this process, the way the helper would: SO_REUSEADDR for TCP (as Twisted's own
+        listenTCP does), the options, bind, and listen for TCP.
+
+        @raise SocketError: naming the failed call, with the kernel's errno.
+        """
+        step = "socket"
+        stream = self.protocol == "tcp"
+        try:
+            sock = socket.socket(self.family, self.type, self.kernel_identity[2])
+        except OSError as error:
+            raise socket_error(step, error.errno or 0, self, index) from None
+        try:
+            step = "setsockopt"
+            if stream:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            set_options(sock, self)
+            step = "bind"
+            sock.bind((self.ip, self.port))
+            if stream:
+                step = "listen"
+                sock.listen(self.effective_backlog)
+        except OSError as error:
+            sock.close()
+            raise socket_error(step, error.errno or 0, self, index) from None
+        return sock
+
+    def check(self, sock: socket.socket) -> Optional[str]:
+        """
+        How SOCK differs from this request, or None. The family, type and protocol are what the
+        kernel told the socket object when it was made from its fd (``socket.socket(fileno=...)``
+        asks it); listening and the address are asked here. This runs for every socket of a
+        batch, so the usual case costs two system calls and a few comparisons; the messages are
+        built only for a difference.
+        """
+        family, kind, protocol = self.kernel_identity
+        if _kernel_family(sock) != family or _kernel_type(sock) != kind or sock.proto != protocol:
+            return _identity_difference(sock, self)
+        if kind == _SOCK_STREAM and not sock.getsockopt(_SOL_SOCKET, _SO_ACCEPTCONN):
+            return "a TCP socket that is not listening"
+        host, port = sock.getsockname()[:2]
+        # self.ip is the address's canonical text, as the kernel's is: parse only when they differ.
+        if host != self.ip and ipaddress.ip_address(host) != self.address:
+            return f"bound to {host}, not {self.ip}"
+        if port != self.port and self.port:
+            return f"bound to port {port}, not {self.port}"
+        return options_mismatch(sock, self)
+
+    def wrap(self, fd: int) -> socket.socket:
+        """The socket object for a received fd (ours)."""
+        return socket.socket(fileno=fd)
+
+
+def _identity_difference(sock: socket.socket, request: SocketRequest) -> str:
+    """Which of family, type and protocol differs, as a message."""
+    if sock.family != request.family:
+        return f"family {_name(sock.family)}, not {request.family.name}"
+    if sock.type != request.type:
+        return f"type {_name(sock.type)}, not {request.type.name}"
+    return f"protocol {sock.proto}, not {request.protocol}"
+
+
+def _name(number: Any) -> str:
+    """A family's or type's name, or its number when Python has no name for it."""
+    return str(getattr(number, "name", number))

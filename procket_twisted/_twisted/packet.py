@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet import abstract, defer, error, interfaces
 from twisted.pair import ethernet, raw
@@ -36,12 +36,10 @@ from twisted.python.failure import Failure
 from twisted.python.reflect import fullyQualifiedName
 from zope.interface import implementer
 
-from ._api import DEFAULT_TIMEOUT
-from ._endpoints import SingleUse, _HelperEndpoint
-from ._errors import ProcketError
-from ._interfaces import IDatagramServerEndpoint
-from ._locate import Progname
-from ._packet import (
+from .._client.api import DEFAULT_TIMEOUT
+from .._client.errors import ProcketError
+from .._client.locate import Progname
+from .._client.packet import (
     ETH_P_ALL,
     ETH_P_ARP,
     ETH_P_IP,
@@ -49,6 +47,18 @@ from ._packet import (
     MAX_FILTER,
     Instruction,
     PacketRequest,
+)
+from .endpoints import SingleUse, _HelperEndpoint
+from .interfaces import IDatagramServerEndpoint
+from .strings import (
+    PREFIX,
+    bind,
+    checked,
+    flag,
+    helper_options,
+    number,
+    socket_options,
+    splitDescription,
 )
 
 __all__ = [
@@ -428,57 +438,16 @@ def _checkSize(maxPacketSize: int) -> None:
 
 # ---- the string form ----------------------------------------------------------------------
 
-# The helpers of ``_parser`` are imported when a string is parsed, not with this module, so that
-# ``_parser`` may import this module for ``datagramEndpointFromString``.
-PREFIX = "procket"
 _ETHERTYPE_NAMES = {"all": ETH_P_ALL, "ip": ETH_P_IP, "arp": ETH_P_ARP, "ipv6": ETH_P_IPV6}
 _PACKET_ARGUMENTS = ("ethertype", "interface", "maxPacketSize")
 _PACKET_KEYWORDS = (
     "cooked", "promiscuous", "filter", "progname", "timeout",
     "mark", "priority", "forceReceiveBuffer", "forceSendBuffer",
 )  # fmt: skip
-_YES, _NO = ("yes", "true", "1"), ("no", "false", "0")
 _USAGE = "procket:packet:ETHERTYPE[:interface=NAME][:cooked=yes][:promiscuous=yes][:filter=BPF]"
 
 
-def _bindArguments(
-    where: str,
-    names: Sequence[str],
-    keywords: Sequence[str],
-    args: Sequence[str],
-    kwargs: Dict[str, str],
-) -> Dict[str, str]:
-    """
-    ARGS (given in the order of NAMES) and KWARGS (any of NAMES or KEYWORDS) as one mapping.
-
-    @raise ValueError: naming the extra value, the unknown keyword or the one given twice.
-    """
-    if len(args) > len(names):
-        extra = ":".join(args[len(names) :])
-        raise ValueError(f"{where}: unexpected value {extra!r}; name it, as in {names[-1]}=...")
-    values = dict(zip(names, args))
-    for key, value in kwargs.items():
-        if key not in names and key not in keywords:
-            raise ValueError(
-                f"{where}: unknown keyword {key!r} (known: {', '.join([*names, *keywords])})"
-            )
-        if key in values:
-            raise ValueError(f"{where}: {key} is given twice")
-        values[key] = value
-    return values
-
-
-def _flag(where: str, name: str, values: Dict[str, str]) -> bool:
-    """The yes/no keyword NAME of VALUES (absent: no)."""
-    text = values.get(name, "no")
-    if text.lower() not in _YES + _NO:
-        raise ValueError(f"{where}: {name} {text!r} is not yes or no")
-    return text.lower() in _YES
-
-
 def _ethertype(where: str, text: str) -> int:
-    from ._parser import _number
-
     if text.lower() in _ETHERTYPE_NAMES:
         return _ETHERTYPE_NAMES[text.lower()]
     if text[:2].lower() == "0x":
@@ -487,7 +456,7 @@ def _ethertype(where: str, text: str) -> int:
             return int(digits, 16)
         raise ValueError(f"{where}: ethertype {text!r} is not 0x0 to 0xffff")
     try:
-        return _number(where, "ethertype", text, 0, 0xFFFF)
+        return number(where, "ethertype", text, 0, 0xFFFF)
     except ValueError:
         raise ValueError(
             f"{where}: ethertype {text!r} is not a number (0x806, 2054) or one of "
@@ -515,10 +484,10 @@ def parseFilter(text: str) -> Tuple[Instruction, ...]:
     if not 1 <= count <= MAX_FILTER:
         raise ValueError(f"filter must have 1 to {MAX_FILTER} instructions, not {count}")
     program = []
-    for number, part in enumerate(parts[1:], 1):
+    for position, part in enumerate(parts[1:], 1):
         fields = part.split()
         if len(fields) != 4 or not all(field.isascii() and field.isdigit() for field in fields):
-            raise ValueError(f"filter instruction {number} {part!r} is not 'code jt jf k'")
+            raise ValueError(f"filter instruction {position} {part!r} is not 'code jt jf k'")
         code, jt, jf, k = (int(field) for field in fields)
         program.append((code, jt, jf, k))
     return tuple(program)
@@ -534,35 +503,31 @@ def packetEndpointFromString(reactor: Any, description: str) -> ProcketPacketEnd
 
     @raise ValueError: naming the bad part of a malformed description.
     """
-    from ._parser import _checked, _helper_options, _number, _socket_options, splitDescription
-
     args, kwargs = splitDescription(description)
     if args[:2] != [PREFIX, "packet"]:
         raise ValueError(f"{description!r} is not a packet endpoint: use {_USAGE}")
     where = f"{PREFIX}:packet"
-    values = _bindArguments(where, _PACKET_ARGUMENTS, _PACKET_KEYWORDS, args[2:], kwargs)
-    if "ethertype" not in values:
-        raise ValueError(f"{where}: no ethertype given, as in {where}:0x806 or {where}:arp")
+    values = bind(where, _PACKET_ARGUMENTS, args[2:], kwargs, _PACKET_KEYWORDS, "0x806 (or arp)")
     ethertype = _ethertype(where, values["ethertype"])
     interface = values.get("interface") or None
     if "interface" in values and interface is None:
         raise ValueError(f"{where}: interface is empty; leave it out for every interface")
-    size = _number(
+    size = number(
         where, "maxPacketSize", values.get("maxPacketSize", str(DEFAULT_MAX_FRAME_SIZE)), 1, 1 << 20
     )
     program = None
     if "filter" in values:
-        program = _checked(where, lambda: parseFilter(values["filter"]))
-    options = {**_helper_options(where, values), **_socket_options(where, values)}
-    return _checked(  # type: ignore[no-any-return]
+        program = checked(where, lambda: parseFilter(values["filter"]))
+    options = {**helper_options(where, values), **socket_options(where, values)}
+    return checked(
         where,
         lambda: ProcketPacketEndpoint(
             reactor,
             ethertype,
             interface,
             size,
-            cooked=_flag(where, "cooked", values),
-            promiscuous=_flag(where, "promiscuous", values),
+            cooked=flag(where, "cooked", values.get("cooked")),
+            promiscuous=flag(where, "promiscuous", values.get("promiscuous")),
             filter=program,
             **options,
         ),

@@ -16,10 +16,10 @@ import re
 import shutil
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ._api import DEFAULT_TIMEOUT, listen_many
-from ._locate import Progname
-from ._parser import socketRequestFromString
-from ._request import SocketRequest
+from .._client.api import DEFAULT_TIMEOUT, listen_many
+from .._client.locate import Progname
+from .._client.request import SocketRequest
+from .._twisted.parser import socketRequestFromString
 
 __all__ = ["FIRST_FD", "parse_listen", "activation_environment", "place_fds", "run"]
 

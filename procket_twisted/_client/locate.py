@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
-from ._errors import HelperNotFoundError
+from .errors import HelperNotFoundError
 
 __all__ = [
     "HelperCommand",

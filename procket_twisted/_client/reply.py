@@ -5,26 +5,24 @@ wrong and what to do. Shared by the blocking client and the Twisted one.
 
 from __future__ import annotations
 
-import errno as errnos
-import os
 import signal
-from typing import Any, List, Optional, Protocol, Sequence, Type
+from typing import Any, List, Sequence, Type
 
-from ._diagnose import privilege_problems
-from ._errors import (
+from .diagnose import privilege_problems
+from .errors import (
     HelperFailedError,
     HelperNotFoundError,
     HelperNotPrivilegedError,
     PolicyDeniedError,
     ProcketError,
-    SocketError,
 )
-from ._kinds import AnyRequest
-from ._locate import HelperCommand
-from ._protocol import Answer, Packet, close_fds, parse_answer
-from ._validate import sockets_from_fds
+from .failures import socket_error
+from .kinds import AnyRequest
+from .locate import HelperCommand
+from .validate import sockets_from_fds
+from .wire import Answer, Packet, close_fds, parse_answer
 
-__all__ = ["sockets_from_reply", "socket_error", "POLICY_HINT"]
+__all__ = ["sockets_from_reply", "POLICY_HINT"]
 
 POLICY_HINT = (
     "the policy is set by whoever installed the helper: ask them to allow it in the policy file "
@@ -32,48 +30,6 @@ POLICY_HINT = (
 )
 _SOCKET_STEPS = ("socket", "setsockopt", "bind", "listen")
 _MAX_DIAGNOSTICS = 600
-
-
-class Described(Protocol):
-    """What every kind of request has: a description for messages."""
-
-    def describe(self) -> str: ...
-
-
-def _hint(name: str, request: Any) -> Optional[str]:
-    port = getattr(request, "port", None)
-    if name == "EADDRINUSE" and port is not None:
-        return (
-            f"something already uses {request.protocol} port {port} there "
-            f"(ss -lnp 'sport = :{port}' shows what); stop it or choose another port"
-        )
-    if name == "EADDRNOTAVAIL":
-        return f"{getattr(request, 'ip', 'the address')} is not an address of this machine (ip address shows them)"
-    if name in ("ENODEV", "ENXIO"):
-        return "there is no such interface here (ip link shows them)"
-    if name == "EBUSY":
-        return "an interface of that name exists already: choose another name"
-    if name == "EACCES" and getattr(request, "mode", None) in ("tun", "tap"):
-        return (
-            "the helper cannot open /dev/net/tun: installed with file capabilities it cannot "
-            "open a device of mode 600 (procket-twisted doctor says more); install it setuid"
-        )
-    return {
-        "EAFNOSUPPORT": "this kernel or network namespace has no such address family",
-        "EMFILE": "the process is out of file descriptors (ulimit -n)",
-    }.get(name)
-
-
-def socket_error(
-    step: str, code: int, request: Described, index: int, detail: str = ""
-) -> SocketError:
-    """The error for a failed socket call: what failed, the kernel's reason, and a hint."""
-    name = errnos.errorcode.get(code, "")
-    hint = _hint(name, request)
-    message = f"cannot {step} {request.describe()}: {os.strerror(code)}"
-    if hint is not None:
-        message += f"; {hint}"
-    return SocketError(message, errno=code, step=step, index=index, detail=detail)
 
 
 def _answer_error(

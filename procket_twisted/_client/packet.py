@@ -14,9 +14,9 @@ import struct
 from dataclasses import dataclass
 from typing import FrozenSet, Optional, Sequence, Tuple
 
-from ._options import CAP_NET_RAW, option_capabilities, options_mismatch, set_options
-from ._reply import socket_error
-from ._request import (
+from .failures import socket_error
+from .options import CAP_NET_RAW, option_capabilities, options_mismatch, set_options
+from .request import (
     _check_int,
     check_flag,
     check_interface_name,
@@ -97,6 +97,11 @@ class PacketRequest:
         if self.filter is not None:
             object.__setattr__(self, "filter", _check_filter(self.filter))
         check_options(self)
+
+    @property
+    def kind(self) -> str:
+        """Its kind, as the helper and the policy name it: ``packet``."""
+        return "packet"
 
     def helper_argument(self) -> str:
         """The helper's text for this socket."""
