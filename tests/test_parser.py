@@ -341,6 +341,15 @@ class MalformedStringTests(SynchronousTestCase):
             self.assertBad(f"procket:tcp:{port}", f"port {port!r}")
             self.assertBad(f"procket:tcp:port={port}", f"port {port!r}")
 
+    def test_optionLimitsAgree(self) -> None:
+        """
+        An option's range is one fact: a word and a number out of range give the same bounds,
+        those of the Python request (forced buffer sizes from 1, not 0).
+        """
+        for value in ("x", "0", "1073741824"):
+            self.assertBad(f"procket:tcp:80:forceReceiveBuffer={value}", "from 1 to 1073741823")
+        self.assertBad("procket:tcp:80:mark=4294967296", "from 0 to 4294967295")
+
     def test_nonASCIIDigits(self) -> None:
         """
         Digits other than ASCII 0-9 (a superscript two, fullwidth digits) are not a port: the

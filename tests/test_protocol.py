@@ -215,6 +215,33 @@ class AgreesWithHelperSourceTests(SynchronousTestCase):
         assert define is not None
         self.assertEqual(define.group(1), PROTOCOL_VERSION)
 
+    def test_options_match_the_helpers_table(self) -> None:
+        """
+        Every socket option has the same name, the same largest value and the same capability
+        in the Python table (`OPTIONS`) as in the helper's (kinds.c): one fact, checked twice.
+        """
+        from procket_twisted._client.options import CAP_NET_ADMIN, CAP_NET_RAW, OPTIONS
+
+        rows = re.findall(
+            r'\[OPT_[A-Z0-9]+\] = \{"([a-z0-9]+)", [A-Z_ |]+, ([^,]+), (VALUE_[A-Z]+), ([^,]+),',
+            helper_source(),
+        )
+        numbers = {"UINT32_MAX": 0xFFFFFFFF, "INT32_MAX": 0x7FFFFFFF, "INT32_MAX / 2": 0x3FFFFFFF}
+        capabilities = {"0": None, "CAP_BIT(CAP_NET_ADMIN)": CAP_NET_ADMIN,
+                        "CAP_BIT(CAP_NET_RAW)": CAP_NET_RAW}  # fmt: skip
+        helper = {
+            name: (capabilities[needs], numbers.get(largest.strip(), None), value)
+            for name, needs, value, largest in rows
+        }
+        self.assertEqual(set(helper), {option.name for option in OPTIONS})
+        for option in OPTIONS:
+            needs, largest, value = helper[option.name]
+            self.assertEqual(option.capability, needs, option.name)
+            if option.limits is not None:
+                self.assertEqual((value, option.limits[1]), ("VALUE_NUMBER", largest), option.name)
+            else:
+                self.assertIn(value, ("VALUE_FLAG", "VALUE_NAME", "VALUE_NUMBER"), option.name)
+
     def test_max_sockets(self) -> None:
         """MAX_SOCKETS is the C helper's MAX_SOCKETS."""
         define = re.search(r"#define\s+MAX_SOCKETS\s+(\d+)", helper_source())

@@ -9,6 +9,7 @@ them on a socket it was handed: the helper sets them before it drops its privile
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from dataclasses import dataclass
 from typing import Any, FrozenSet, Optional, Tuple
@@ -16,6 +17,7 @@ from typing import Any, FrozenSet, Optional, Tuple
 __all__ = [
     "Option",
     "OPTIONS",
+    "options_taken_by",
     "CAP_NET_BIND_SERVICE",
     "CAP_NET_ADMIN",
     "CAP_NET_RAW",
@@ -44,14 +46,17 @@ class Option:
     """
     One socket option.
 
-    @ivar attribute: the `SocketRequest` attribute (``None`` or ``False`` when not asked for).
+    @ivar attribute: the request attribute (``None`` or ``False`` when not asked for).
     @ivar name: its name for the helper and in the policy (``options=``).
+    @ivar keyword: its endpoint-string keyword (camelCase, as Twisted's keywords are).
     @ivar inet: (level, option) to set it on an IPv4 socket.
     @ivar inet6: (level, option) on an IPv6 socket, when different.
     @ivar read_as: (level, option) to read it back, when different (forced buffer sizes read
         back as SO_RCVBUF and SO_SNDBUF).
     @ivar capability: the capability the kernel checks when it is set, or None.
     @ivar unprivileged_up_to: values up to this need no capability (SO_PRIORITY up to 6).
+    @ivar limits: the smallest and largest value of a number (forced buffer sizes: the kernel
+        doubles them), as the helper accepts them.
     @ivar kind: what its value is: ``flag`` (asked for when True), ``boolean`` (True or False,
         asked for unless None), ``number``, ``unsigned`` (SO_MARK, read back unsigned),
         ``at_least`` (a buffer size: the kernel doubles it) or ``name`` (an interface).
@@ -59,12 +64,14 @@ class Option:
 
     attribute: str
     name: str
+    keyword: str
     inet: Tuple[int, int]
     inet6: Optional[Tuple[int, int]] = None
     read_as: Optional[Tuple[int, int]] = None
     capability: Optional[int] = None
     kind: str = "flag"
     unprivileged_up_to: Optional[int] = None
+    limits: Optional[Tuple[int, int]] = None
 
     def capability_for(self, value: Any) -> Optional[int]:
         """The capability setting the option to VALUE needs, or None."""
@@ -105,21 +112,26 @@ class Option:
 
 _SOCKET = socket.SOL_SOCKET
 OPTIONS = (
-    Option("v6only", "v6only", (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY), kind="boolean"),
-    Option("reuseport", "reuseport", (_SOCKET, socket.SO_REUSEPORT)),
-    Option("freebind", "freebind", (socket.IPPROTO_IP, _IP_FREEBIND),
+    Option("v6only", "v6only", "v6only", (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
+           kind="boolean"),
+    Option("reuseport", "reuseport", "reusePort", (_SOCKET, socket.SO_REUSEPORT)),
+    Option("freebind", "freebind", "freeBind", (socket.IPPROTO_IP, _IP_FREEBIND),
            (socket.IPPROTO_IPV6, _IPV6_FREEBIND)),
-    Option("transparent", "transparent", (socket.IPPROTO_IP, _IP_TRANSPARENT),
+    Option("transparent", "transparent", "transparent", (socket.IPPROTO_IP, _IP_TRANSPARENT),
            (socket.IPPROTO_IPV6, _IPV6_TRANSPARENT), capability=CAP_NET_ADMIN),
-    Option("bind_to_device", "device", (_SOCKET, socket.SO_BINDTODEVICE),
+    Option("bind_to_device", "device", "bindToDevice", (_SOCKET, socket.SO_BINDTODEVICE),
            capability=CAP_NET_RAW, kind="name"),
-    Option("mark", "mark", (_SOCKET, socket.SO_MARK), capability=CAP_NET_ADMIN, kind="unsigned"),
-    Option("priority", "priority", (_SOCKET, socket.SO_PRIORITY), capability=CAP_NET_ADMIN,
-           kind="number", unprivileged_up_to=6),
-    Option("force_receive_buffer", "rcvbuf", (_SOCKET, _SO_RCVBUFFORCE),
-           read_as=(_SOCKET, socket.SO_RCVBUF), capability=CAP_NET_ADMIN, kind="at_least"),
-    Option("force_send_buffer", "sndbuf", (_SOCKET, _SO_SNDBUFFORCE),
-           read_as=(_SOCKET, socket.SO_SNDBUF), capability=CAP_NET_ADMIN, kind="at_least"),
+    Option("mark", "mark", "mark", (_SOCKET, socket.SO_MARK), capability=CAP_NET_ADMIN,
+           kind="unsigned", limits=(0, 0xFFFFFFFF)),
+    Option("priority", "priority", "priority", (_SOCKET, socket.SO_PRIORITY),
+           capability=CAP_NET_ADMIN, kind="number", unprivileged_up_to=6,
+           limits=(0, 0x7FFFFFFF)),
+    Option("force_receive_buffer", "rcvbuf", "forceReceiveBuffer", (_SOCKET, _SO_RCVBUFFORCE),
+           read_as=(_SOCKET, socket.SO_RCVBUF), capability=CAP_NET_ADMIN, kind="at_least",
+           limits=(1, 0x3FFFFFFF)),
+    Option("force_send_buffer", "sndbuf", "forceSendBuffer", (_SOCKET, _SO_SNDBUFFORCE),
+           read_as=(_SOCKET, socket.SO_SNDBUF), capability=CAP_NET_ADMIN, kind="at_least",
+           limits=(1, 0x3FFFFFFF)),
 )  # fmt: skip
 
 
@@ -159,3 +171,9 @@ def options_mismatch(sock: socket.socket, request: Any) -> Optional[str]:
         if not option.matches(sock, value):
             return f"option {option.name} is not {value}"
     return None
+
+
+def options_taken_by(kind: type) -> Tuple[Option, ...]:
+    """The options a kind of request takes: those whose attribute is one of its fields."""
+    names = {field.name for field in dataclasses.fields(kind)}
+    return tuple(option for option in OPTIONS if option.attribute in names)

@@ -42,14 +42,6 @@ _KERNEL_IDENTITY = {
     for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6))
 }
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
-#: The smallest and largest value of each numeric option (forced buffer sizes: the kernel
-#: doubles them).
-_NUMBER_LIMITS = {
-    "mark": (0, 0xFFFFFFFF),
-    "priority": (0, 0x7FFFFFFF),
-    "force_receive_buffer": (1, 0x3FFFFFFF),
-    "force_send_buffer": (1, 0x3FFFFFFF),
-}
 _ABSENT = object()
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_ACCEPTCONN = socket.SO_ACCEPTCONN
@@ -163,7 +155,7 @@ def check_options(request: object) -> None:
         elif kind == "name":
             check_interface_name(value, option.attribute)
         elif kind != "boolean":  # v6only: its request checks it, knowing the address
-            low, high = _NUMBER_LIMITS[option.attribute]
+            low, high = option.limits or (0, 0)
             _check_int(option.attribute, value, low, high)
         asked.append((option, value))
     keep_asked_options(request, tuple(asked))

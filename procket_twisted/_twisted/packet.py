@@ -51,12 +51,14 @@ from .._client.packet import (
 from .endpoints import SingleUse, _HelperEndpoint
 from .interfaces import IDatagramServerEndpoint
 from .strings import (
+    HELPER_KEYWORDS,
     PREFIX,
     bind,
     checked,
     flag,
     helper_options,
     number,
+    option_keywords,
     socket_options,
     splitDescription,
 )
@@ -441,9 +443,8 @@ def _checkSize(maxPacketSize: int) -> None:
 _ETHERTYPE_NAMES = {"all": ETH_P_ALL, "ip": ETH_P_IP, "arp": ETH_P_ARP, "ipv6": ETH_P_IPV6}
 _PACKET_ARGUMENTS = ("ethertype", "interface", "maxPacketSize")
 _PACKET_KEYWORDS = (
-    "cooked", "promiscuous", "filter", "progname", "timeout",
-    "mark", "priority", "forceReceiveBuffer", "forceSendBuffer",
-)  # fmt: skip
+    ("cooked", "promiscuous", "filter") + HELPER_KEYWORDS + option_keywords(PacketRequest)
+)
 _USAGE = "procket:packet:ETHERTYPE[:interface=NAME][:cooked=yes][:promiscuous=yes][:filter=BPF]"
 
 

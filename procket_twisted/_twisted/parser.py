@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from .._client.raw import PROTOCOL_NUMBERS
+from .._client.raw import PROTOCOL_NUMBERS, RawRequest
 from .._client.request import SocketRequest
 from .endpoints import (
     DEFAULT_MAX_PACKET_SIZE,
@@ -39,13 +39,13 @@ from .interfaces import IDatagramServerEndpoint
 from .raw import RAW_MAX_PACKET_SIZE, RawEndpoint
 from .strings import (
     HELPER_KEYWORDS,
-    OPTION_KEYWORDS,
     PREFIX,
     bind,
     checked,
     flag,
     helper_options,
     number,
+    option_keywords,
     socket_options,
     splitDescription,
 )
@@ -64,11 +64,9 @@ _TLS_ARGUMENTS = (
 )  # fmt: skip
 _DATAGRAM_ARGUMENTS = ("port", "interface", "maxPacketSize")
 _RAW_ARGUMENTS = ("protocol", "interface", "maxPacketSize")
-_KEYWORDS_EVERYWHERE = HELPER_KEYWORDS + tuple(OPTION_KEYWORDS)
-#: The socket option keywords a raw socket takes, and its own.
-_RAW_KEYWORDS = HELPER_KEYWORDS + (
-    "bindToDevice", "mark", "priority", "forceReceiveBuffer", "forceSendBuffer", "headerIncluded",
-)  # fmt: skip
+_KEYWORDS_EVERYWHERE = HELPER_KEYWORDS + option_keywords(SocketRequest)
+#: The keywords a raw socket takes: the helper's, the socket options it takes, and its own.
+_RAW_KEYWORDS = HELPER_KEYWORDS + option_keywords(RawRequest) + ("headerIncluded",)
 _USAGE = (
     "use procket:tcp:PORT, procket:tcp6:PORT or procket:ssl:PORT:privateKey=KEY:certKey=CERT "
     "(and procket:udp:PORT with datagramEndpointFromString)"
@@ -268,7 +266,7 @@ def socketRequestFromString(
         )
     protocol = args[0]
     where = f"{PREFIX}:{protocol}"
-    keywords = tuple(OPTION_KEYWORDS) + tuple(extraKeywords)
+    keywords = option_keywords(SocketRequest) + tuple(extraKeywords)
     values = bind(where, _SOCKET_ARGUMENTS[protocol], args[1:], kwargs, keywords, "80", "interface")
     port = number(where, "port", values["port"], 0, 65535)
     interface = _interface(where, values, protocol.endswith("6"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from .._client.api import DEFAULT_TIMEOUT, MAX_TIMEOUT, check_timeout
+from .._client.options import OPTIONS, options_taken_by
 
 __all__ = [
     "PREFIX",
@@ -23,6 +24,7 @@ __all__ = [
     "flag",
     "checked",
     "helper_options",
+    "option_keywords",
     "socket_options",
 ]
 
@@ -30,23 +32,7 @@ PREFIX = "procket"
 #: The keywords every string takes: the helper command and how long to wait for it.
 HELPER_KEYWORDS = ("progname", "timeout")
 #: Socket option keywords (camelCase, as Twisted's keywords are) and their request names.
-OPTION_KEYWORDS = {
-    "v6only": "v6only",
-    "reusePort": "reuseport",
-    "freeBind": "freebind",
-    "transparent": "transparent",
-    "bindToDevice": "bind_to_device",
-    "mark": "mark",
-    "priority": "priority",
-    "forceReceiveBuffer": "force_receive_buffer",
-    "forceSendBuffer": "force_send_buffer",
-}
-_OPTION_NUMBERS = {
-    "mark": 0xFFFFFFFF,
-    "priority": 0x7FFFFFFF,
-    "forceReceiveBuffer": 0x3FFFFFFF,
-    "forceSendBuffer": 0x3FFFFFFF,
-}
+OPTION_KEYWORDS = {option.keyword: option.attribute for option in OPTIONS}
 _YES, _NO = ("yes", "true", "1"), ("no", "false", "0")
 _T = TypeVar("_T")
 
@@ -175,17 +161,23 @@ def helper_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
     return options
 
 
+def option_keywords(kind: type) -> Tuple[str, ...]:
+    """The socket option keywords a kind of request (`SocketRequest`, `RawRequest`...) takes."""
+    return tuple(option.keyword for option in options_taken_by(kind))
+
+
 def socket_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
     """The socket option keywords of VALUES, as request keyword arguments."""
     options: Dict[str, Any] = {}
-    for keyword, attribute in OPTION_KEYWORDS.items():
-        text = values.get(keyword)
+    for option in OPTIONS:
+        text = values.get(option.keyword)
         if text is None:
             continue
-        if keyword in _OPTION_NUMBERS:
-            options[attribute] = number(where, keyword, text, 0, _OPTION_NUMBERS[keyword])
-        elif keyword == "bindToDevice":
-            options[attribute] = text
+        if option.limits is not None:
+            low, high = option.limits
+            options[option.attribute] = number(where, option.keyword, text, low, high)
+        elif option.kind == "name":
+            options[option.attribute] = text
         else:
-            options[attribute] = flag(where, keyword, text)
+            options[option.attribute] = flag(where, option.keyword, text)
     return options
