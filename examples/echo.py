@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--interface", default="0.0.0.0")
     options = parser.parse_args()
-    task.react(lambda reactor: defer.ensureDeferred(serve(reactor, options.port, options.interface)))
+    task.react(
+        lambda reactor: defer.ensureDeferred(serve(reactor, options.port, options.interface))
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ def main() -> int:
     except procket_twisted.ProcketError as error:
         print(f"plain_echo: {error}", file=sys.stderr)
         return 1
-    print(f"echo server: uid {os.getuid()}, listening on {options.ip} port {options.port}", flush=True)
+    print(
+        f"echo server: uid {os.getuid()}, listening on {options.ip} port {options.port}", flush=True
+    )
     with server:
         while True:
             connection, _ = server.accept()

@@ -1,5 +1,5 @@
 """
-procket for Twisted: endpoints whose sockets come from the privileged helper.
+procket for Twisted: endpoints whose sockets come from the privileged helper::
 
     serverFromString(reactor, "procket:tcp:80")          # through the plugin, anywhere
     twistd -n web --listen procket:tcp:80 --path DIR      # as an ordinary user

@@ -1,10 +1,10 @@
 """
 Testing code that uses procket endpoints, without root and without the helper.
 
-``useFakeHelper(testCase)`` replaces the helper for the rest of the test: every endpoint that
+C{useFakeHelper(testCase)} replaces the helper for the rest of the test: every endpoint that
 would ask the helper for a socket gets a real one on the same address, on a port the kernel picks
 (an unprivileged process cannot bind the real privileged port), so a test can connect to it
-through ``listeningPort.getHost().port``. Requests are recorded, and a failure can be queued::
+through C{listeningPort.getHost().port}. Requests are recorded, and a failure can be queued::
 
     from procket_twisted.testing import useFakeHelper
 
@@ -19,7 +19,7 @@ through ``listeningPort.getHost().port``. Requests are recorded, and a failure c
             useFakeHelper(self).failNext(SocketError("in use", errno=errno.EADDRINUSE, step="bind"))
             ...                                           # listen fails with CannotListenError
 
-It works with ``MemoryReactor`` too (the adopted descriptor is then only recorded).
+It works with C{MemoryReactor} too (the adopted descriptor is then only recorded).
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class FakeHelper:
 
 def useFakeHelper(testCase: Any) -> FakeHelper:
     """
-    Replace the helper with a `FakeHelper` for every procket endpoint until TESTCASE ends
-    (a trial or unittest TestCase: the original is restored with ``addCleanup``).
+    Replace the helper with a L{FakeHelper} for every procket endpoint until TESTCASE ends
+    (a trial or unittest TestCase: the original is restored with C{addCleanup}).
     """
     fake = FakeHelper()
     original = _HelperEndpoint.__dict__["_acquire"]

@@ -142,8 +142,17 @@ def _privileged_reason() -> Optional[str]:
     return None
 
 
+#: ``unit`` in this variable (scripts/test --unit) skips every privileged test at once.
+TIER_VARIABLE = "PROCKET_TEST_TIER"
+
+
 def skip_unless_privileged(testcase: unittest.TestCase) -> None:
-    """Skip TESTCASE when privileged tests cannot run (fail instead when CI requires them)."""
+    """
+    Skip TESTCASE when privileged tests cannot run (fail instead when CI requires them), or when
+    the unit tier runs (scripts/test --unit), which leaves them to the other tiers.
+    """
+    if os.environ.get(TIER_VARIABLE) == "unit":
+        raise unittest.SkipTest("the unit tier runs no privileged test (scripts/test does)")
     reason = require_privileged_reason()
     if reason is None:
         return

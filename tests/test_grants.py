@@ -1,5 +1,5 @@
 """
-A grant means what holds after the hand-over (DESIGN rule 10), and the caller's input is parsed
+A grant means what holds after the hand-over (design rule 10, docs/design.md), and the caller's input is parsed
 holding no root power (rule 11): each test runs the real helper, installed setuid root, for the
 unprivileged test user, and tries what the holder of the descriptor could do with it.
 

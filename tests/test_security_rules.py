@@ -1,6 +1,6 @@
 """
-Adversarial tests of the helper's security rules (DESIGN.md, "Security: non-negotiable for the
-helper", rules 1 to 8): each rule has a test that fails if the helper stops enforcing it.
+Adversarial tests of the helper's security rules (docs/design.md, "Security rules", rules 1 to
+8): each rule has a test that fails if the helper stops enforcing it.
 
 Most tests attack the real setuid helper directly, not through the client, because the client
 never sends what they send. The test process (root) forks; the child becomes the test user for

@@ -1,10 +1,10 @@
 """
-``procket-twisted run``: socket activation for any program, without systemd.
+C{procket-twisted run}: socket activation for any program, without systemd.
 
 It acquires the sockets (through the helper where they need privilege), puts them at fds 3, 4...
-in the order given, sets ``LISTEN_FDS``, ``LISTEN_PID`` and ``LISTEN_FDNAMES`` as systemd does, and
-execs the command in its own process, so the command's pid is ``LISTEN_PID``. Programs that speak
-the protocol (``twistd`` with ``systemd:domain=INET:index=0``, gunicorn, uvicorn ``--fd 3``...)
+in the order given, sets C{LISTEN_FDS}, C{LISTEN_PID} and C{LISTEN_FDNAMES} as systemd does, and
+execs the command in its own process, so the command's pid is C{LISTEN_PID}. Programs that speak
+the protocol (C{twistd} with C{systemd:domain=INET:index=0}, gunicorn, uvicorn C{--fd 3}...)
 then serve privileged ports without privilege.
 """
 
@@ -29,8 +29,8 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 def parse_listen(specs: Sequence[str]) -> Tuple[List[SocketRequest], List[str]]:
     """
-    The requests and names for ``--listen`` SPECS (``tcp:80``, ``udp:53:name=dns``...). A name
-    defaults to PROTOCOL-PORT (``tcp-80``).
+    The requests and names for C{--listen} SPECS (C{tcp:80}, C{udp:53:name=dns}...). A name
+    defaults to PROTOCOL-PORT (C{tcp-80}).
 
     @raise ValueError: naming the bad spec or name.
     """

@@ -1,6 +1,6 @@
 """
-The ``procket-twisted`` command: ``install-helper`` (as root), ``doctor`` (as anyone), ``run``
-(socket activation for any program) and ``plugin-cache`` (as the user who installed the package).
+The C{procket-twisted} command: C{install-helper} (as root), C{doctor} (as anyone), C{run}
+(socket activation for any program) and C{plugin-cache} (as the user who installed the package).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """
-``procket-twisted doctor``: can this user get a privileged socket right now, through which
+C{procket-twisted doctor}: can this user get a privileged socket right now, through which
 helper, and if not, what exactly to run. It asks the helper for a real socket to find out.
 """
 

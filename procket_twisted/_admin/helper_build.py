@@ -1,19 +1,17 @@
 """
 How the helper is compiled: one place for the compiler flags and the list of its sources (every
-``.c`` file of ``procket_twisted/helper/``, read in the order ``helper/AUDIT.md`` gives), used by
-``setup.py`` (which loads this file by path, before the package is importable), by scripts/test
+C{.c} file of C{procket_twisted/helper/}, read in the order C{helper/AUDIT.md} gives), used by
+C{setup.py} (which loads this file by path, before the package is importable), by scripts/test
 for its sanitizer build and by the tests that build variants.
 
 The helper is built with every warning an error and hardened (stack protector, full RELRO, PIE,
 and fortify where the C library has it), and statically linked when the C library allows it: a
 static helper starts faster and has no dynamic loader for an environment to influence.
 
-It is linked against musl when ``musl-gcc`` is installed (Debian: ``musl-tools``), and against
-glibc otherwise. The reason is speed, measured (benchmarks/README.md): glibc's start-up detects the
-CPU's cache sizes with dozens of ``cpuid`` instructions, and in a virtual machine each one traps to
-the hypervisor. On the 2-CPU VM the benchmarks ran on, a static glibc no-op took 1.08 ms to spawn
-and reap, a static musl no-op 0.14 ms, and one helper round trip 1.16 ms against 0.30 ms. The price
-is fortify: musl has no ``_FORTIFY_SOURCE`` checks (the define is harmless there). The fuzzers and
+It is linked against musl when C{musl-gcc} is installed (Debian: C{musl-tools}), and against
+glibc otherwise. The reason is speed: glibc's start-up detects the CPU's cache sizes with dozens
+of C{cpuid} instructions, and in a virtual machine each one traps to the hypervisor (the numbers
+are in benchmarks/README.md). The price is fortify: musl has no C{_FORTIFY_SOURCE} checks (the define is harmless there). The fuzzers and
 the sanitizer run of the test suite build the same source against glibc, with ASan and UBSan.
 """
 
@@ -48,14 +46,14 @@ DYNAMIC = ["-pie"]
 
 
 def compiler() -> List[str]:
-    """The C compiler command: ``$CC`` or ``cc``."""
+    """The C compiler command: C{$CC} or C{cc}."""
     return shlex.split(os.environ.get("CC", "cc"))
 
 
 def musl_directory() -> Optional[str]:
     """
-    Where musl's static C library and start files are, found through the ``-specs`` file the
-    ``musl-gcc`` wrapper names (it lives beside them), or None when musl is not installed.
+    Where musl's static C library and start files are, found through the C{-specs} file the
+    C{musl-gcc} wrapper names (it lives beside them), or None when musl is not installed.
     """
     wrapper = shutil.which("musl-gcc")
     if wrapper is None:
@@ -76,7 +74,7 @@ def musl_directory() -> Optional[str]:
 
 def _kernel_headers(directory: str) -> str:
     """
-    A directory of links to the kernel's headers (``linux/``, ``asm/``, ``asm-generic/``) made in
+    A directory of links to the kernel's headers (C{linux/}, C{asm/}, C{asm-generic/}) made in
     DIRECTORY: musl-gcc searches only musl's own headers, and the helper needs the kernel's.
     """
     include = os.path.join(directory, "include")

@@ -1,7 +1,7 @@
 """
-``procket-twisted install-helper``: put the built helper in place, privileged, with its policy.
+C{procket-twisted install-helper}: put the built helper in place, privileged, with its policy.
 
-Layout under PREFIX (default ``/usr/local``)::
+Layout under PREFIX (default C{/usr/local})::
 
     PREFIX/libexec/procket-twisted/procket-helper   the helper (setuid root, or capabilities)
     PREFIX/libexec/procket-twisted/policy           its policy (written once, then left alone)
@@ -11,19 +11,19 @@ root and not writable by group or others (sticky directories such as /tmp except
 own directory, which only root may write), and it allows nothing without a complete policy. So
 this command, in this order:
 
-1. checks every existing directory of PREFIX/libexec/procket-twisted, from "/" down, as the helper
-   will: each is opened in its parent's descriptor without following a symbolic link and checked
-   with fstat. Any it would refuse (a symbolic link, not root's, writable by others) stops the
-   install, with the fix, before anything is created or changed;
-2. creates the missing directories, each with mkdir in its parent's descriptor, opens it the same
-   way, checks it again (someone may have been faster in a sticky parent) and sets its owner and
-   mode through its own descriptor; then adds search permission to PREFIX and the directories
-   below it, also through their descriptors;
-3. writes the helper to a new file with a random name in the helper's directory (through that
-   directory's descriptor), sets owner, mode and capabilities on the file's descriptor, and
-   renames it over the old helper, so the helper is replaced atomically;
-4. writes the default policy whole to a new file and links it to ``policy``, which leaves an
-   existing policy alone (and says if the helper would refuse it).
+  1. checks every existing directory of PREFIX/libexec/procket-twisted, from "/" down, as the helper
+     will: each is opened in its parent's descriptor without following a symbolic link and checked
+     with fstat. Any it would refuse (a symbolic link, not root's, writable by others) stops the
+     install, with the fix, before anything is created or changed;
+  2. creates the missing directories, each with mkdir in its parent's descriptor, opens it the same
+     way, checks it again (someone may have been faster in a sticky parent) and sets its owner and
+     mode through its own descriptor; then adds search permission to PREFIX and the directories
+     below it, also through their descriptors;
+  3. writes the helper to a new file with a random name in the helper's directory (through that
+     directory's descriptor), sets owner, mode and capabilities on the file's descriptor, and
+     renames it over the old helper, so the helper is replaced atomically;
+  4. writes the default policy whole to a new file and links it to C{policy}, which leaves an
+     existing policy alone (and says if the helper would refuse it).
 
 No path under PREFIX is ever followed twice or by name, so a user who can change a directory on
 the way cannot redirect root's mkdir, chown or chmod to another file. Running it twice is
@@ -498,8 +498,8 @@ def install_helper(
 
     @param group: only root and this group may run the helper (mode 4750); None: everyone may
         (mode 4755), and the policy decides what each user gets.
-    @param mode: ``setuid`` (setuid root), ``setcap`` (file capabilities, never root), or
-        ``sudo`` (a sudoers drop-in lets GROUP, or everyone, run it through ``sudo -n``).
+    @param mode: C{setuid} (setuid root), C{setcap} (file capabilities, never root), or
+        C{sudo} (a sudoers drop-in lets GROUP, or everyone, run it through C{sudo -n}).
     @param source: the helper binary to install instead of the one built with this package (a
         sanitizer build for the tests, a distribution's build).
     @raise InstallError: when not root, or the prefix, group or source cannot be used.

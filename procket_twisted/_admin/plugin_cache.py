@@ -1,9 +1,9 @@
 """
-Regenerating Twisted's plugin cache (``twisted/plugins/dropin.cache``).
+Regenerating Twisted's plugin cache (C{twisted/plugins/dropin.cache}).
 
 Twisted rewrites the cache whenever a plugin file is newer than it. When the package was installed
 by another user (root) into a directory the running user cannot write, every run then logs
-"Unable to write to plugin cache". Running this once as the installing user (``install-helper``
+"Unable to write to plugin cache". Running this once as the installing user (C{install-helper}
 does) brings the cache up to date for everyone.
 """
 

@@ -131,15 +131,15 @@ def listen_many(
     Open several sockets (or TUN/TAP devices), with at most one helper run for all that need
     privilege.
 
-    @param requests: what to open, 1 to 253 of them: `SocketRequest` (TCP, UDP), `RawRequest`,
-        `PacketRequest`, `TunRequest`, in any mix.
-    @param progname: the helper command (see `listen`).
+    @param requests: what to open, 1 to 253 of them: L{SocketRequest} (TCP, UDP), L{RawRequest},
+        L{PacketRequest}, L{TunRequest}, in any mix.
+    @param progname: the helper command (see L{listen}).
     @param timeout: seconds to wait for the helper before killing it.
-    @param direct: open in this process what needs no privilege here (see `listen`).
-    @return: the sockets (and `TunDevice` objects, for TUN/TAP requests), in the order of
+    @param direct: open in this process what needs no privilege here (see L{listen}).
+    @return: the sockets (and L{TunDevice} objects, for TUN/TAP requests), in the order of
         REQUESTS.
     @raise ProcketError: on any failure; then no socket stays open and no helper is left running.
-        ``error.index`` is the 1-based position in REQUESTS of the socket that failed (or 0).
+        C{error.index} is the 1-based position in REQUESTS of the socket that failed (or 0).
     """
     wanted = check_batch(requests, timeout)
     opened, privileged = open_what_needs_no_privilege(wanted, direct)
@@ -172,30 +172,30 @@ def listen(
     """
     A listening TCP socket, or a bound UDP socket, on any port, for an unprivileged process.
 
-    procket's ``listen(Port, Options)``, made Pythonic::
+    procket's C{listen(Port, Options)}, made Pythonic::
 
         sock = procket_twisted.listen(80)                      # TCP, every IPv4 address
         sock = procket_twisted.listen(53, "udp", "::1")        # UDP on IPv6 loopback
         sock = procket_twisted.listen(443, ip=(127, 0, 0, 1), backlog=1024)
 
     @param port: 0-65535.
-    @param protocol: ``"tcp"`` or ``"udp"``.
-    @param ip: the local address: a numeric string, an ``ipaddress`` object, or a tuple of 4 (IPv4)
-        or 8 (IPv6) numbers; ``None`` is every IPv4 address. An IPv6 address gives an IPv6 socket.
+    @param protocol: C{"tcp"} or C{"udp"}.
+    @param ip: the local address: a numeric string, an C{ipaddress} object, or a tuple of 4 (IPv4)
+        or 8 (IPv6) numbers; C{None} is every IPv4 address. An IPv6 address gives an IPv6 socket.
     @param backlog: the listen queue for TCP (default 128).
-    @param v6only: for IPv6: ``True`` IPv6 only, ``False`` dual-stack, ``None`` system default.
-    @param options: socket options set before bind, as `SocketRequest` takes them:
-        ``reuseport``, ``freebind``, ``transparent``, ``bind_to_device``, ``mark``, ``priority``,
-        ``force_receive_buffer``, ``force_send_buffer``. The privileged ones need a policy rule
-        that grants them (``options=`` in the policy).
+    @param v6only: for IPv6: C{True} IPv6 only, C{False} dual-stack, C{None} system default.
+    @param options: socket options set before bind, as L{SocketRequest} takes them:
+        C{reuseport}, C{freebind}, C{transparent}, C{bind_to_device}, C{mark}, C{priority},
+        C{force_receive_buffer}, C{force_send_buffer}. The privileged ones need a policy rule
+        that grants them (C{options=} in the policy).
     @param progname: the command that runs the helper, split into an argv and never given to a
-        shell, for example ``"sudo -n /usr/local/libexec/procket-twisted/procket-helper"``.
-        Default: ``$PROCKET_HELPER``, then the installed helper.
+        shell, for example C{"sudo -n /usr/local/libexec/procket-twisted/procket-helper"}.
+        Default: C{$PROCKET_HELPER}, then the installed helper.
     @param timeout: seconds to wait for the helper before it is killed.
     @param direct: when this process may bind the address itself (a port at or above
-        ``net.ipv4.ip_unprivileged_port_start``, or it holds ``CAP_NET_BIND_SERVICE``), bind it
-        here and run no helper. ``False`` always asks the helper.
-    @return: a blocking ``socket.socket``, owned by this process's user.
+        C{net.ipv4.ip_unprivileged_port_start}, or it holds C{CAP_NET_BIND_SERVICE}), bind it
+        here and run no helper. C{False} always asks the helper.
+    @return: a blocking C{socket.socket}, owned by this process's user.
     @raise ValueError: for a bad port, protocol, address or option (before anything runs).
     @raise TypeError: for an argument of the wrong type.
     @raise HelperNotFoundError: no helper is installed or the command does not exist.
@@ -203,7 +203,7 @@ def listen(
         filesystem is nosuid, this process has no_new_privs, or sudo refused.
     @raise PolicyDeniedError: the installed policy does not allow it for this user.
     @raise HelperTimeoutError: the helper did not answer in time (it was killed).
-    @raise SocketError: the kernel refused, for example ``errno.EADDRINUSE``.
+    @raise SocketError: the kernel refused, for example C{errno.EADDRINUSE}.
     @raise HelperFailedError: the helper failed in another way (bad reply, crash).
     """
     request = SocketRequest(port, protocol, ip, backlog, v6only, **options)
@@ -225,10 +225,10 @@ def open_raw(
     **options: Any,
 ) -> socket.socket:
     """
-    A raw IP socket: ``open_raw("icmp")``, ``open_raw("icmpv6")``, ``open_raw(17, "127.0.0.1")``.
+    A raw IP socket: C{open_raw("icmp")}, C{open_raw("icmpv6")}, C{open_raw(17, "127.0.0.1")}.
 
-    See `RawRequest` for the arguments and `listen` for progname, timeout, direct and the errors.
-    The policy must name ``kind=raw``.
+    See L{RawRequest} for the arguments and L{listen} for progname, timeout, direct and the errors.
+    The policy must name C{kind=raw}.
     """
     request = RawRequest(protocol, ip, family, header_included, **options)
     sock: socket.socket = listen_many([request], progname=progname, timeout=timeout, direct=direct)[
@@ -250,11 +250,11 @@ def open_packet(
     **options: Any,
 ) -> socket.socket:
     """
-    A packet socket: ``open_packet(ETH_P_ARP, "eth0")``; frames come with their link-layer
-    address from ``recvfrom``.
+    A packet socket: C{open_packet(ETH_P_ARP, "eth0")}; frames come with their link-layer
+    address from C{recvfrom}.
 
-    See `PacketRequest` for the arguments and `listen` for the rest. The policy must name
-    ``kind=packet``.
+    See L{PacketRequest} for the arguments and L{listen} for the rest. The policy must name
+    C{kind=packet}.
     """
     request = PacketRequest(ethertype, interface, cooked, promiscuous, filter, **options)
     sock: socket.socket = listen_many([request], progname=progname, timeout=timeout, direct=direct)[
@@ -275,11 +275,11 @@ def open_tun(
     direct: bool = True,
 ) -> TunDevice:
     """
-    A new TUN (or, with ``mode="tap"``, TAP) interface owned by this user:
-    ``open_tun(address="10.9.0.1/24", up=True)``. It goes away when the device is closed.
+    A new TUN (or, with C{mode="tap"}, TAP) interface owned by this user:
+    C{open_tun(address="10.9.0.1/24", up=True)}. It goes away when the device is closed.
 
-    See `TunRequest` for the arguments and `listen` for the rest. The policy must name
-    ``kind=tun`` (or ``kind=tap``).
+    See L{TunRequest} for the arguments and L{listen} for the rest. The policy must name
+    C{kind=tun} (or C{kind=tap}).
     """
     request = TunRequest(mode, name, address, up, packet_info)
     device: TunDevice = listen_many([request], progname=progname, timeout=timeout, direct=direct)[0]

@@ -1,5 +1,5 @@
 """
-Why a helper is not privileged, and what to run about it: shared by the errors and by ``doctor``.
+Why a helper is not privileged, and what to run about it: shared by the errors and by C{doctor}.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ INSTALL_COMMAND = "procket-twisted install-helper"
 
 
 def process_status_field(name: str) -> Optional[str]:
-    """A field of ``/proc/self/status`` (``NoNewPrivs``, ``CapEff``...), or None."""
+    """A field of C{/proc/self/status} (C{NoNewPrivs}, C{CapEff}...), or None."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:

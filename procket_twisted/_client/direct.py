@@ -1,8 +1,8 @@
 """
 Least privilege: when this process may open a socket itself, it does, and no helper runs.
 
-It may when it holds every capability the request needs (``request.capabilities()``): for TCP
-and UDP, ``CAP_NET_BIND_SERVICE`` only for a port below ``net.ipv4.ip_unprivileged_port_start``
+It may when it holds every capability the request needs (C{request.capabilities()}): for TCP
+and UDP, C{CAP_NET_BIND_SERVICE} only for a port below C{net.ipv4.ip_unprivileged_port_start}
 (which covers IPv6 too), and whatever the requested options need (none for v6only, reuseport,
 freebind and a priority up to 6); root holds them all.
 """

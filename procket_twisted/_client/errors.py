@@ -1,8 +1,8 @@
 """
 The typed errors of procket_twisted.
 
-Every failure to get a socket is a `ProcketError`, which is an `OSError`: ``errno`` says what the
-kernel (or the helper) said, ``step`` says where it happened, ``index`` says which socket of a
+Every failure to get a socket is a L{ProcketError}, which is an C{OSError}: C{errno} says what the
+kernel (or the helper) said, C{step} says where it happened, C{index} says which socket of a
 several-socket request failed (1-based; 0 when the failure is not about one socket). The message
 says what went wrong and what to do about it.
 """
@@ -27,10 +27,10 @@ class ProcketError(OSError):
     """
     Getting a socket through procket failed.
 
-    @ivar errno: the errno of the failure (``None`` when there is none).
-    @ivar step: where it failed: a helper step (``parse``, ``privilege``, ``policy``, ``socket``,
-        ``setsockopt``, ``bind``, ``listen``, ``drop``, ``send``, ``setup``) or a client one
-        (``find``, ``spawn``, ``timeout``, ``reply``, ``validate``).
+    @ivar errno: the errno of the failure (C{None} when there is none).
+    @ivar step: where it failed: a helper step (C{parse}, C{privilege}, C{policy}, C{socket},
+        C{setsockopt}, C{bind}, C{listen}, C{drop}, C{send}, C{setup}) or a client one
+        (C{find}, C{spawn}, C{timeout}, C{reply}, C{validate}).
     @ivar index: the 1-based number of the socket that failed, or 0.
     @ivar detail: the helper's own words, when it said something.
     """
@@ -99,8 +99,8 @@ class HelperTimeoutError(ProcketError):
 
 class SocketError(ProcketError):
     """
-    The kernel refused a socket call (``socket``, ``setsockopt``, ``bind``, ``listen``), for
-    example ``errno.EADDRINUSE`` when something already listens on the port.
+    The kernel refused a socket call (C{socket}, C{setsockopt}, C{bind}, C{listen}), for
+    example C{errno.EADDRINUSE} when something already listens on the port.
     """
 
 

@@ -1,7 +1,7 @@
 """
 What every kind of request is, for the code that handles them all alike (the helper's argument,
-the policy check, least privilege, the checks of what comes back): one interface, `Request`, that
-`SocketRequest` (tcp, udp), `RawRequest`, `PacketRequest` and `TunRequest` implement. Nothing
+the policy check, least privilege, the checks of what comes back): one interface, L{Request}, that
+L{SocketRequest} (tcp, udp), L{RawRequest}, L{PacketRequest} and L{TunRequest} implement. Nothing
 outside a kind's own module asks which kind a request is.
 """
 
@@ -20,10 +20,10 @@ class Request(Protocol):
         """Its kind as the helper and the policy name it: tcp, udp, raw, packet, tun, tap."""
 
     def helper_argument(self) -> str:
-        """The helper's text for it (``kind=tcp,family=inet,...``)."""
+        """The helper's text for it (C{kind=tcp,family=inet,...})."""
 
     def describe(self) -> str:
-        """A short description for messages (``tcp 127.0.0.1 port 80``)."""
+        """A short description for messages (C{tcp 127.0.0.1 port 80})."""
 
     def capabilities(self) -> FrozenSet[int]:
         """The capabilities opening it in this process would need."""

@@ -1,9 +1,9 @@
 """
-Finding the helper: an explicit ``progname``, then ``$PROCKET_HELPER``, then the installed
+Finding the helper: an explicit C{progname}, then C{$PROCKET_HELPER}, then the installed
 locations, then a clear error that says how to install it.
 
-A command is split into an argv (``shlex``), never given to a shell, so
-``"sudo -n /usr/local/libexec/procket-twisted/procket-helper"`` runs sudo with two arguments.
+A command is split into an argv (C{shlex}), never given to a shell, so
+C{"sudo -n /usr/local/libexec/procket-twisted/procket-helper"} runs sudo with two arguments.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ class HelperCommand:
     How to run the helper.
 
     @ivar argv: the program and its fixed arguments; the request's arguments follow them.
-    @ivar executable: the file that is executed (``argv[0]`` resolved without a shell).
+    @ivar executable: the file that is executed (C{argv[0]} resolved without a shell).
     @ivar helper: the helper binary's path (the last argument when the command wraps it, as sudo
         does), for diagnosis.
-    @ivar source: where the command came from: ``progname``, ``PROCKET_HELPER`` or ``installed``.
+    @ivar source: where the command came from: C{progname}, C{PROCKET_HELPER} or C{installed}.
     """
 
     argv: Tuple[str, ...]
@@ -64,7 +64,7 @@ class HelperCommand:
 
 
 def has_file_capabilities(path: str) -> bool:
-    """Whether PATH carries file capabilities (``security.capability``)."""
+    """Whether PATH carries file capabilities (C{security.capability})."""
     try:
         return bool(os.getxattr(path, "security.capability"))
     except OSError:
@@ -124,11 +124,11 @@ def find_helper(
     The command that runs the helper.
 
     An installed helper that is neither setuid root nor has file capabilities was installed for
-    sudo (``install-helper --mode sudo``), so it is run as ``sudo -n HELPER``.
+    sudo (C{install-helper --mode sudo}), so it is run as C{sudo -n HELPER}.
 
-    @param progname: a command line or argv; when None, ``$PROCKET_HELPER``, then the installed
+    @param progname: a command line or argv; when None, C{$PROCKET_HELPER}, then the installed
         locations, are used.
-    @param environ: the environment to read (default ``os.environ``).
+    @param environ: the environment to read (default C{os.environ}).
     @raise HelperNotFoundError: when there is no helper, saying how to install one.
     """
     environ = os.environ if environ is None else environ

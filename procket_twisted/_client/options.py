@@ -1,6 +1,6 @@
 """
 Socket options a request can carry, set before bind: the one table that knows, for each, its
-name everywhere (the `SocketRequest` attribute, the helper's and the policy's name), how to set it
+name everywhere (the L{SocketRequest} attribute, the helper's and the policy's name), how to set it
 and read it back, and which capability the kernel checks for it.
 
 Most of these are checked by the kernel when they are set, so an unprivileged process cannot set
@@ -46,8 +46,8 @@ class Option:
     """
     One socket option.
 
-    @ivar attribute: the request attribute (``None`` or ``False`` when not asked for).
-    @ivar name: its name for the helper and in the policy (``options=``).
+    @ivar attribute: the request attribute (C{None} or C{False} when not asked for).
+    @ivar name: its name for the helper and in the policy (C{options=}).
     @ivar keyword: its endpoint-string keyword (camelCase, as Twisted's keywords are).
     @ivar inet: (level, option) to set it on an IPv4 socket.
     @ivar inet6: (level, option) on an IPv6 socket, when different.
@@ -57,9 +57,9 @@ class Option:
     @ivar unprivileged_up_to: values up to this need no capability (SO_PRIORITY up to 6).
     @ivar limits: the smallest and largest value of a number (forced buffer sizes: the kernel
         doubles them), as the helper accepts them.
-    @ivar kind: what its value is: ``flag`` (asked for when True), ``boolean`` (True or False,
-        asked for unless None), ``number``, ``unsigned`` (SO_MARK, read back unsigned),
-        ``at_least`` (a buffer size: the kernel doubles it) or ``name`` (an interface).
+    @ivar kind: what its value is: C{flag} (asked for when True), C{boolean} (True or False,
+        asked for unless None), C{number}, C{unsigned} (SO_MARK, read back unsigned),
+        C{at_least} (a buffer size: the kernel doubles it) or C{name} (an interface).
     """
 
     attribute: str
@@ -140,8 +140,8 @@ _ASKED = "_procket_asked_options"
 
 def asked_options(request: Any) -> Tuple[Tuple[Option, Any], ...]:
     """
-    The options REQUEST asks for, each with its value, in `OPTIONS` order: what its
-    ``check_options`` kept when it was made (requests are frozen), or none for a kind that takes
+    The options REQUEST asks for, each with its value, in L{OPTIONS} order: what its
+    C{check_options} kept when it was made (requests are frozen), or none for a kind that takes
     no options.
     """
     asked: Tuple[Tuple[Option, Any], ...] = request.__dict__.get(_ASKED, ())
@@ -149,7 +149,7 @@ def asked_options(request: Any) -> Tuple[Tuple[Option, Any], ...]:
 
 
 def keep_asked_options(request: Any, asked: Tuple[Tuple[Option, Any], ...]) -> None:
-    """Keep ASKED on REQUEST as what `asked_options` answers."""
+    """Keep ASKED on REQUEST as what L{asked_options} answers."""
     object.__setattr__(request, _ASKED, asked)
 
 

@@ -2,7 +2,7 @@
 Packet sockets (AF_PACKET): link-layer frames of one ethertype, on one interface or all, raw
 (with the link-layer header) or cooked, optionally promiscuous and with a classic BPF filter that
 the helper attaches and locks before any frame arrives. They need CAP_NET_RAW, and a policy rule
-that names ``kind=packet``.
+that names C{kind=packet}.
 """
 
 from __future__ import annotations
@@ -64,16 +64,22 @@ class PacketRequest:
     """
     One packet socket.
 
-    @param ethertype: the frames it receives: 0 to 65535, such as ``ETH_P_ARP`` (0x0806),
-        ``ETH_P_IP`` (0x0800) or ``ETH_P_ALL`` (every frame).
-    @param interface: the interface to bind to, or None for every interface.
-    @param cooked: SOCK_DGRAM: frames without their link-layer header (its fields come with
+    @ivar ethertype: the frames it receives: 0 to 65535, such as C{ETH_P_ARP} (0x0806),
+        C{ETH_P_IP} (0x0800) or C{ETH_P_ALL} (every frame).
+    @ivar interface: the interface to bind to, or None for every interface.
+    @ivar cooked: SOCK_DGRAM: frames without their link-layer header (its fields come with
         each frame's address instead).
-    @param promiscuous: put INTERFACE in promiscuous mode while the socket is open.
-    @param filter: a classic BPF program as ``tcpdump -dd`` prints it, a sequence of (code, jt,
+    @ivar promiscuous: put INTERFACE in promiscuous mode while the socket is open.
+    @ivar filter: a classic BPF program as C{tcpdump -dd} prints it, a sequence of (code, jt,
         jf, k); attached and locked by the helper before any frame arrives.
-    @param mark, priority, force_receive_buffer, force_send_buffer: socket options, as for
-        `SocketRequest`.
+    @ivar mark: socket options, as for
+        L{SocketRequest}.
+    @ivar priority: socket options, as for
+        L{SocketRequest}.
+    @ivar force_receive_buffer: socket options, as for
+        L{SocketRequest}.
+    @ivar force_send_buffer: socket options, as for
+        L{SocketRequest}.
     @raise TypeError, ValueError: naming the bad value.
     """
 
@@ -100,7 +106,7 @@ class PacketRequest:
 
     @property
     def kind(self) -> str:
-        """Its kind, as the helper and the policy name it: ``packet``."""
+        """Its kind, as the helper and the policy name it: C{packet}."""
         return "packet"
 
     def helper_argument(self) -> str:
@@ -120,7 +126,7 @@ class PacketRequest:
         return ",".join(parts + option_arguments(self))
 
     def describe(self) -> str:
-        """``packet 0x806 on lo (promiscuous)`` and its options, for messages."""
+        """C{packet 0x806 on lo (promiscuous)} and its options, for messages."""
         where = f" on {self.interface}" if self.interface else " on every interface"
         extra = [
             word

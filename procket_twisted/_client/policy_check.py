@@ -1,6 +1,6 @@
 """
 Which policy rule decides a request for this user: the helper's "check" request, which opens
-nothing. ``doctor`` uses it to show the rule that applies; programs can too.
+nothing. C{doctor} uses it to show the rule that applies; programs can too.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def policy_decisions(
     opening anything.
 
     @raise ProcketError: when the helper cannot be found or run, or refuses its policy file (a
-        `PolicyDeniedError` saying why).
+        L{PolicyDeniedError} saying why).
     """
     wanted = check_batch(requests, timeout)
     command = find_helper(progname)

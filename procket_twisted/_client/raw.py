@@ -1,6 +1,6 @@
 """
 Raw IP sockets: ICMP, ICMPv6 or any IP protocol number, with IP_HDRINCL if asked. They need
-CAP_NET_RAW, and a policy rule that names ``kind=raw``.
+CAP_NET_RAW, and a policy rule that names C{kind=raw}.
 """
 
 from __future__ import annotations
@@ -37,14 +37,22 @@ class RawRequest:
     """
     One raw IP socket.
 
-    @param protocol: the IP protocol: a number from 1 to 255 or a name (``"icmp"``,
-        ``"icmpv6"``, ``"udp"``...).
-    @param ip: a local address to bind, or None (not bound: every address of its family).
-    @param family: ``"inet"`` or ``"inet6"`` when IP does not tell (default: inet6 for icmpv6,
+    @ivar protocol: the IP protocol: a number from 1 to 255 or a name (C{"icmp"},
+        C{"icmpv6"}, C{"udp"}...).
+    @ivar ip: a local address to bind, or None (not bound: every address of its family).
+    @ivar family: C{"inet"} or C{"inet6"} when IP does not tell (default: inet6 for icmpv6,
         else inet).
-    @param header_included: IP_HDRINCL: the program writes the IPv4 header itself (IPv4 only).
-    @param bind_to_device, mark, priority, force_receive_buffer, force_send_buffer: socket
-        options, as for `SocketRequest`.
+    @ivar header_included: IP_HDRINCL: the program writes the IPv4 header itself (IPv4 only).
+    @ivar bind_to_device: socket
+        options, as for L{SocketRequest}.
+    @ivar mark: socket
+        options, as for L{SocketRequest}.
+    @ivar priority: socket
+        options, as for L{SocketRequest}.
+    @ivar force_receive_buffer: socket
+        options, as for L{SocketRequest}.
+    @ivar force_send_buffer: socket
+        options, as for L{SocketRequest}.
     @raise TypeError, ValueError: naming the bad value.
     """
 
@@ -101,7 +109,7 @@ class RawRequest:
 
     @property
     def kind(self) -> str:
-        """Its kind, as the helper and the policy name it: ``raw``."""
+        """Its kind, as the helper and the policy name it: C{raw}."""
         return "raw"
 
     def helper_argument(self) -> str:
@@ -114,7 +122,7 @@ class RawRequest:
         return ",".join(parts + option_arguments(self))
 
     def describe(self) -> str:
-        """``raw icmp (1) over inet`` and its options, for messages."""
+        """C{raw icmp (1) over inet} and its options, for messages."""
         names = {number: name for name, number in PROTOCOL_NUMBERS.items()}
         what = f"raw {names.get(self.number, 'protocol')} ({self.number}) over {self.family}"
         where = f" on {self.ip}" if self.ip is not None else ""

@@ -123,7 +123,7 @@ def sockets_from_reply(
 ) -> List[Any]:
     """
     The sockets the helper sent, checked against REQUESTS, given every packet it sent and its exit
-    code (``os.waitstatus_to_exitcode``). Every received fd is closed when an error is raised.
+    code (C{os.waitstatus_to_exitcode}). Every received fd is closed when an error is raised.
 
     @raise ProcketError: the typed error for whatever went wrong.
     """

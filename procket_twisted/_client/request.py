@@ -1,9 +1,9 @@
 """
 What to open: the one place that knows what a valid socket request is.
 
-A `SocketRequest` is checked when it is made, so a bad port or address fails in the caller's own
-line with a `ValueError` or `TypeError`, long before any helper runs. It renders itself as the
-helper's argument (`helper_argument`), and knows whether it needs privilege at all.
+A L{SocketRequest} is checked when it is made, so a bad port or address fails in the caller's own
+line with a C{ValueError} or C{TypeError}, long before any helper runs. It renders itself as the
+helper's argument (L{helper_argument}), and knows whether it needs privilege at all.
 """
 
 from __future__ import annotations
@@ -63,10 +63,10 @@ _EVERY_IPV4 = (ipaddress.IPv4Address("0.0.0.0"), "0.0.0.0")
 
 def _parsed_ip(ip: IPAddressLike) -> Tuple[Address, str]:
     """
-    IP as an ``ipaddress`` object and its canonical text (which is how the kernel writes it);
-    ``None`` is 0.0.0.0. Raises TypeError or ValueError.
+    IP as an C{ipaddress} object and its canonical text (which is how the kernel writes it);
+    C{None} is 0.0.0.0. Raises TypeError or ValueError.
     The usual forms cost little: no address is the same constant each time, and text is
-    remembered (``ipaddress`` parses it, and writes it back, anew each time).
+    remembered (C{ipaddress} parses it, and writes it back, anew each time).
     """
     if ip is None:
         return _EVERY_IPV4
@@ -134,8 +134,8 @@ def check_flag(name: str, value: object) -> bool:
 
 def check_options(request: object) -> None:
     """
-    The socket options REQUEST carries (the attributes `OPTIONS` names that it has), checked in
-    one pass over `OPTIONS`, which also keeps on REQUEST the ones it asks for (`asked_options`).
+    The socket options REQUEST carries (the attributes L{OPTIONS} names that it has), checked in
+    one pass over L{OPTIONS}, which also keeps on REQUEST the ones it asks for (L{asked_options}).
     Call it last when making a request: it must see the request's final values.
 
     @raise TypeError, ValueError: naming the bad option.
@@ -162,19 +162,19 @@ def check_options(request: object) -> None:
 
 
 def requested_options(request: object) -> Dict[str, object]:
-    """The socket options REQUEST asks for, by their policy name (``{"mark": 42, ...}``)."""
+    """The socket options REQUEST asks for, by their policy name (C{{"mark": 42, ...}})."""
     return {option.name: value for option, value in asked_options(request)}
 
 
 def option_arguments(request: object) -> List[str]:
-    """The helper's ``name=value`` parts for the options REQUEST asks for."""
+    """The helper's C{name=value} parts for the options REQUEST asks for."""
     return [
         f"{option.name}={option.helper_value(value)}" for option, value in asked_options(request)
     ]
 
 
 def describe_options(request: object) -> str:
-    """`` (mark=42, ...)`` for the options REQUEST asks for, or ``""``."""
+    """C{ (mark=42, ...)} for the options REQUEST asks for, or C{""}."""
     options = ", ".join(f"{name}={value}" for name, value in requested_options(request).items())
     return f" ({options})" if options else ""
 
@@ -184,25 +184,25 @@ class SocketRequest:
     """
     One socket to open: a listening TCP socket or a bound UDP socket.
 
-    @param port: 0-65535 (0 lets the kernel choose).
-    @param protocol: ``"tcp"`` (bound and listening) or ``"udp"`` (bound).
-    @param ip: the local address: a numeric string, an ``ipaddress`` object, a 4- or 8-tuple, or
-        ``None`` for every IPv4 address. An IPv6 address makes an IPv6 socket.
-    @param backlog: the listen queue of a TCP socket (``None``: 128). Not for UDP.
-    @param v6only: for IPv6: ``True`` for IPv6 only, ``False`` for dual-stack (IPv4 too),
-        ``None`` for the system default (``net.ipv6.bindv6only``).
-    @param reuseport: SO_REUSEPORT, so several sockets of the same user share the port.
-    @param freebind: IP_FREEBIND, to bind an address the machine does not have (yet).
-    @param transparent: IP_TRANSPARENT (IPV6_TRANSPARENT), for transparent proxies (privileged).
-    @param bind_to_device: SO_BINDTODEVICE: an interface name such as ``"eth0"`` (privileged).
-    @param mark: SO_MARK, the firewall mark, 0 to 4294967295 (privileged).
-    @param priority: SO_PRIORITY, 0 to 2147483647; above 6 is privileged.
-    @param force_receive_buffer: SO_RCVBUFFORCE: a receive buffer size in bytes, beyond
-        ``net.core.rmem_max`` (privileged).
-    @param force_send_buffer: SO_SNDBUFFORCE: the same for the send buffer (privileged).
+    @ivar port: 0-65535 (0 lets the kernel choose).
+    @ivar protocol: C{"tcp"} (bound and listening) or C{"udp"} (bound).
+    @ivar ip: the local address: a numeric string, an C{ipaddress} object, a 4- or 8-tuple, or
+        C{None} for every IPv4 address. An IPv6 address makes an IPv6 socket.
+    @ivar backlog: the listen queue of a TCP socket (C{None}: 128). Not for UDP.
+    @ivar v6only: for IPv6: C{True} for IPv6 only, C{False} for dual-stack (IPv4 too),
+        C{None} for the system default (C{net.ipv6.bindv6only}).
+    @ivar reuseport: SO_REUSEPORT, so several sockets of the same user share the port.
+    @ivar freebind: IP_FREEBIND, to bind an address the machine does not have (yet).
+    @ivar transparent: IP_TRANSPARENT (IPV6_TRANSPARENT), for transparent proxies (privileged).
+    @ivar bind_to_device: SO_BINDTODEVICE: an interface name such as C{"eth0"} (privileged).
+    @ivar mark: SO_MARK, the firewall mark, 0 to 4294967295 (privileged).
+    @ivar priority: SO_PRIORITY, 0 to 2147483647; above 6 is privileged.
+    @ivar force_receive_buffer: SO_RCVBUFFORCE: a receive buffer size in bytes, beyond
+        C{net.core.rmem_max} (privileged).
+    @ivar force_send_buffer: SO_SNDBUFFORCE: the same for the send buffer (privileged).
     @raise TypeError: for a value of the wrong type.
     @raise ValueError: for a value out of range, an unknown protocol, or an option that does not
-        apply (``backlog`` for UDP, ``v6only`` for IPv4).
+        apply (C{backlog} for UDP, C{v6only} for IPv4).
     """
 
     port: int
@@ -246,17 +246,17 @@ class SocketRequest:
         check_options(self)
 
     def options(self) -> Dict[str, object]:
-        """The socket options asked for, by their policy name (``{"mark": 42, ...}``)."""
+        """The socket options asked for, by their policy name (C{{"mark": 42, ...}})."""
         return requested_options(self)
 
     @property
     def family(self) -> socket.AddressFamily:
-        """``AF_INET`` or ``AF_INET6``, by the address."""
+        """C{AF_INET} or C{AF_INET6}, by the address."""
         return socket.AddressFamily(self.kernel_identity[0])
 
     @property
     def type(self) -> socket.SocketKind:
-        """``SOCK_STREAM`` for TCP, ``SOCK_DGRAM`` for UDP."""
+        """C{SOCK_STREAM} for TCP, C{SOCK_DGRAM} for UDP."""
         return socket.SocketKind(self.kernel_identity[1])
 
     @property
@@ -266,7 +266,7 @@ class SocketRequest:
 
     def helper_argument(self) -> str:
         """
-        The helper's text for this socket, for example ``kind=tcp,family=inet,...``. Built once:
+        The helper's text for this socket, for example C{kind=tcp,family=inet,...}. Built once:
         the request is frozen, and an endpoint that listens again sends it again.
         """
         text: Optional[str] = self.__dict__.get(_HELPER_ARGUMENT)
@@ -285,18 +285,18 @@ class SocketRequest:
         return text
 
     def describe(self) -> str:
-        """A short human description, for messages: ``tcp 127.0.0.1 port 80 (mark=42)``."""
+        """A short human description, for messages: C{tcp 127.0.0.1 port 80 (mark=42)}."""
         return f"{self.protocol} {self.ip} port {self.port}" + describe_options(self)
 
     @property
     def kind(self) -> str:
-        """``"tcp"`` or ``"udp"``: its kind, as the helper and the policy name it."""
+        """C{"tcp"} or C{"udp"}: its kind, as the helper and the policy name it."""
         return self.protocol
 
     def capabilities(self) -> FrozenSet[int]:
         """
         What opening it needs: CAP_NET_BIND_SERVICE for a port below the unprivileged ones
-        (``net.ipv4.ip_unprivileged_port_start``; port 0 lets the kernel choose a free one),
+        (C{net.ipv4.ip_unprivileged_port_start}; port 0 lets the kernel choose a free one),
         and what its options need.
         """
         needed = option_capabilities(self)
@@ -335,7 +335,7 @@ class SocketRequest:
     def check(self, sock: socket.socket) -> Optional[str]:
         """
         How SOCK differs from this request, or None. The family, type and protocol are what the
-        kernel told the socket object when it was made from its fd (``socket.socket(fileno=...)``
+        kernel told the socket object when it was made from its fd (C{socket.socket(fileno=...)}
         asks it); listening and the address are asked here. This runs for every socket of a
         batch, so the usual case costs two system calls and a few comparisons; the messages are
         built only for a difference.

@@ -1,7 +1,7 @@
 """
 Running the helper and waiting for it, blocking: the plain Python API's driver.
 
-The channel is a ``SOCK_SEQPACKET`` socket pair; the helper gets one end as its stdin, stdout and
+The channel is a C{SOCK_SEQPACKET} socket pair; the helper gets one end as its stdin, stdout and
 stderr (so anything sudo or the loader prints reaches us as diagnostics instead of the user's
 terminal). We wait on a pidfd and the channel together, up to the timeout; a helper still running
 then is killed with SIGKILL and reaped. Every path closes every fd it received and reaps the child.

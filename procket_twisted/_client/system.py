@@ -1,6 +1,6 @@
 """
 What this process may do by itself, read from the system: the lowest unprivileged port, and the
-capabilities it holds. Least privilege (``direct``) and the requests' own ``capabilities()`` ask
+capabilities it holds. Least privilege (C{direct}) and the requests' own C{capabilities()} ask
 it.
 """
 
@@ -41,7 +41,7 @@ def _effective_capabilities(euid: int) -> int:
     """
     The effective capability set, read once per effective uid: capabilities change with the uid
     (as when twistd drops root), and a stale "may bind" costs no more than a refused bind, after
-    which the helper is asked (see `open_what_needs_no_privilege`).
+    which the helper is asked (see L{open_what_needs_no_privilege}).
     """
     try:
         return int(process_status_field("CapEff") or "0", 16)

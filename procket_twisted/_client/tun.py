@@ -2,8 +2,8 @@
 TUN and TAP interfaces: the helper creates a new interface (never attaches to an existing one),
 gives it to the caller (TUNSETOWNER, TUNSETGROUP), optionally gives it an address and brings it up,
 and hands over the /dev/net/tun descriptor attached to it. The interface goes away when that
-descriptor is closed. They need CAP_NET_ADMIN, and a policy rule that names ``kind=tun`` or
-``kind=tap``.
+descriptor is closed. They need CAP_NET_ADMIN, and a policy rule that names C{kind=tun} or
+C{kind=tap}.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ class TunDevice:
     """
     An open TUN or TAP interface: read packets (TUN) or frames (TAP) from it, write them to it.
 
-    @ivar name: the interface's name (``tun0``, or the one asked for).
-    @ivar mode: ``"tun"`` or ``"tap"``.
+    @ivar name: the interface's name (C{tun0}, or the one asked for).
+    @ivar mode: C{"tun"} or C{"tap"}.
     @ivar packet_info: whether each packet carries the 4-byte packet information header.
     """
 
@@ -93,11 +93,11 @@ class TunRequest:
     """
     One new TUN (IP packets) or TAP (Ethernet frames) interface.
 
-    @param mode: ``"tun"`` or ``"tap"``.
-    @param name: the interface's name, or None for the kernel's next ``tunN`` / ``tapN``.
-    @param address: an address for it with its prefix, ``"10.0.0.1/24"`` or ``"fd00::1/64"``.
-    @param up: bring it up.
-    @param packet_info: keep the 4-byte packet information header on each packet.
+    @ivar mode: C{"tun"} or C{"tap"}.
+    @ivar name: the interface's name, or None for the kernel's next C{tunN} / C{tapN}.
+    @ivar address: an address for it with its prefix, C{"10.0.0.1/24"} or C{"fd00::1/64"}.
+    @ivar up: bring it up.
+    @ivar packet_info: keep the 4-byte packet information header on each packet.
     @raise TypeError, ValueError: naming the bad value.
     """
 
@@ -134,7 +134,7 @@ class TunRequest:
 
     @property
     def kind(self) -> str:
-        """Its kind, as the helper and the policy name it: ``tun or tap``."""
+        """Its kind, as the helper and the policy name it: C{tun or tap}."""
         return self.mode
 
     def helper_argument(self) -> str:
@@ -153,7 +153,7 @@ class TunRequest:
         return ",".join(parts)
 
     def describe(self) -> str:
-        """``tun interface tun7 (10.0.0.1/24, up)``, for messages."""
+        """C{tun interface tun7 (10.0.0.1/24, up)}, for messages."""
         details = [str(self.interface)] if self.interface else []
         details += ["up"] if self.up else []
         return f"{self.mode} interface {self.name or '(any name)'}" + (

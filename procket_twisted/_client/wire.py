@@ -1,11 +1,11 @@
 """
 The helper's wire protocol, both directions, with no I/O policy of its own.
 
-Request: the helper's argv after the program is ``v1`` and then one argument per socket
-(each request's ``helper_argument()``). Reply: one packet on the channel (the helper's stdin, a
-``SOCK_SEQPACKET`` socket pair), either ``ok N`` carrying N fds (SCM_RIGHTS) in request order, or
-``error INDEX STEP ERRNO TEXT``. The helper's exit status is the number of its failing step, as
-listed in `HELPER_STEPS` (0 on success). Any other packet is diagnostic text written by something
+Request: the helper's argv after the program is C{v1} and then one argument per socket
+(each request's C{helper_argument()}). Reply: one packet on the channel (the helper's stdin, a
+C{SOCK_SEQPACKET} socket pair), either C{ok N} carrying N fds (SCM_RIGHTS) in request order, or
+C{error INDEX STEP ERRNO TEXT}. The helper's exit status is the number of its failing step, as
+listed in L{HELPER_STEPS} (0 on success). Any other packet is diagnostic text written by something
 between us and the helper (sudo, the dynamic loader) on its stdout or stderr.
 """
 

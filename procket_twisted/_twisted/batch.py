@@ -47,7 +47,7 @@ def acquireEndpoints(
 ) -> defer.Deferred[List[Any]]:
     """
     Many sockets (of any kind) from one helper run, as single-use endpoints in request order:
-    ``AdoptedStreamServerEndpoint`` for TCP, `AdoptedDatagramServerEndpoint` for UDP, and the
+    C{AdoptedStreamServerEndpoint} for TCP, L{AdoptedDatagramServerEndpoint} for UDP, and the
     raw, packet and TUN/TAP ones for those kinds. Listen on each once; each owns its descriptor
     until then.
     """

@@ -1,6 +1,6 @@
 """
-Twisted endpoints whose sockets come from the helper: a stream server endpoint (``procket:tcp``,
-``procket:tcp6``, TLS on top for ``procket:ssl``), a datagram server endpoint (``procket:udp``),
+Twisted endpoints whose sockets come from the helper: a stream server endpoint (C{procket:tcp},
+C{procket:tcp6}, TLS on top for C{procket:ssl}), a datagram server endpoint (C{procket:udp}),
 single-use endpoints for sockets already acquired, and the adoption step they all share.
 """
 
@@ -44,7 +44,7 @@ def adoptSocket(
 ) -> IListeningPort:
     """
     Hand SOCK to the reactor: a listening stream socket serves FACTORYORPROTOCOL (a factory), a
-    datagram socket delivers to it (a ``DatagramProtocol``). SOCK is closed in every case; the
+    datagram socket delivers to it (a C{DatagramProtocol}). SOCK is closed in every case; the
     reactor keeps its own descriptor.
     """
     try:
@@ -103,10 +103,10 @@ class _HelperEndpoint:
 @implementer(IStreamServerEndpoint)
 class ProcketServerEndpoint(_HelperEndpoint):
     """
-    A TCP server endpoint on any port, for an unprivileged process: ``procket:tcp:80``.
+    A TCP server endpoint on any port, for an unprivileged process: C{procket:tcp:80}.
 
-    Each ``listen`` asks the helper for a new listening socket (without blocking the reactor) and
-    adopts it, so the endpoint can listen again after ``stopListening``, like ``tcp:``'s.
+    Each C{listen} asks the helper for a new listening socket (without blocking the reactor) and
+    adopts it, so the endpoint can listen again after C{stopListening}, like C{tcp:}'s.
     """
 
     def __init__(
@@ -122,9 +122,9 @@ class ProcketServerEndpoint(_HelperEndpoint):
         **options: Any,
     ) -> None:
         """
-        @param interface: a numeric local address; ``""`` is every IPv4 address.
-        @param options: socket options, as `SocketRequest` takes them (``mark=42``...).
-        @param progname: the helper command (see `procket_twisted.listen`).
+        @param interface: a numeric local address; C{""} is every IPv4 address.
+        @param options: socket options, as L{SocketRequest} takes them (C{mark=42}...).
+        @param progname: the helper command (see L{procket_twisted.listen}).
         @raise ValueError: for a bad port, interface or backlog.
         """
         request = SocketRequest(port, "tcp", interface or None, backlog, **options)
@@ -132,8 +132,8 @@ class ProcketServerEndpoint(_HelperEndpoint):
 
     def listen(self, protocolFactory: Any) -> defer.Deferred[IListeningPort]:
         """
-        @return: a Deferred firing with the ``IListeningPort``, or failing with
-            ``CannotListenError`` whose ``socketError`` is the `ProcketError` (with its errno).
+        @return: a Deferred firing with the C{IListeningPort}, or failing with
+            C{CannotListenError} whose C{socketError} is the L{ProcketError} (with its errno).
             Cancelling it kills the helper.
         """
         return self._listen(lambda sock: adoptSocket(self._reactor, sock, protocolFactory))
@@ -141,7 +141,7 @@ class ProcketServerEndpoint(_HelperEndpoint):
 
 @implementer(IDatagramServerEndpoint)
 class ProcketDatagramServerEndpoint(_HelperEndpoint):
-    """A UDP endpoint on any port, for an unprivileged process: ``procket:udp:53``."""
+    """A UDP endpoint on any port, for an unprivileged process: C{procket:udp:53}."""
 
     def __init__(
         self,
@@ -166,8 +166,8 @@ class ProcketDatagramServerEndpoint(_HelperEndpoint):
 
     def listen(self, protocol: Any) -> defer.Deferred[IListeningPort]:
         """
-        @return: a Deferred firing with the ``IListeningPort`` delivering to PROTOCOL, or
-            failing with ``CannotListenError``.
+        @return: a Deferred firing with the C{IListeningPort} delivering to PROTOCOL, or
+            failing with C{CannotListenError}.
         """
         return self._listen(
             lambda sock: adoptSocket(self._reactor, sock, protocol, self._maxPacketSize)
@@ -176,7 +176,7 @@ class ProcketDatagramServerEndpoint(_HelperEndpoint):
 
 @implementer(IStreamServerEndpoint)
 class TLSServerEndpoint:
-    """TLS on top of another stream server endpoint (``procket:ssl:443``)."""
+    """TLS on top of another stream server endpoint (C{procket:ssl:443})."""
 
     def __init__(self, wrapped: Any, contextFactory: Any) -> None:
         self._wrapped = wrapped
@@ -193,8 +193,8 @@ class TLSServerEndpoint:
 
 class SingleUse:
     """
-    What the endpoints for something already acquired share: the first ``listen`` adopts it; any
-    later one fails with ``AlreadyListened``, as Twisted's ``AdoptedStreamServerEndpoint`` does.
+    What the endpoints for something already acquired share: the first C{listen} adopts it; any
+    later one fails with C{AlreadyListened}, as Twisted's C{AdoptedStreamServerEndpoint} does.
     """
 
     _used = False
@@ -213,8 +213,8 @@ class SingleUse:
 class AdoptedDatagramServerEndpoint(SingleUse):
     """
     A datagram endpoint for a descriptor already acquired: the counterpart of Twisted's
-    ``AdoptedStreamServerEndpoint``. Single use: a second ``listen`` fails with
-    ``AlreadyListened``; the descriptor is closed after adoption.
+    C{AdoptedStreamServerEndpoint}. Single use: a second C{listen} fails with
+    C{AlreadyListened}; the descriptor is closed after adoption.
     """
 
     _close = staticmethod(os.close)

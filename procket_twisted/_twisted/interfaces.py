@@ -8,12 +8,12 @@ __all__ = ["IDatagramServerEndpoint"]
 
 
 class IDatagramServerEndpoint(Interface):
-    """A place to receive datagrams, like ``IStreamServerEndpoint`` is a place to accept streams."""
+    """A place to receive datagrams, like C{IStreamServerEndpoint} is a place to accept streams."""
 
     def listen(protocol):  # type: ignore[no-untyped-def]  # noqa: N805 (zope interface style)
         """
-        Bind PROTOCOL (a ``DatagramProtocol``) to this endpoint.
+        Bind PROTOCOL (a C{DatagramProtocol}) to this endpoint.
 
-        @return: a Deferred firing with an ``IListeningPort``, or failing with
-            ``CannotListenError``.
+        @return: a Deferred firing with an C{IListeningPort}, or failing with
+            C{CannotListenError}.
         """

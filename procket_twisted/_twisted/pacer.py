@@ -1,15 +1,14 @@
 """
 When the Twisted layer starts its helpers: at most one per reactor turn, and only a few at a time.
 
-Starting a helper blocks the reactor until the child has executed it (``posix_spawn`` returns only
+Starting a helper blocks the reactor until the child has executed it (C{posix_spawn} returns only
 then), and that wait grows when every CPU is busy: the new child waits for one, about a
 millisecond on Linux. A hundred endpoint listens started together would otherwise start a hundred
 helpers within a few turns, and they would compete with the reactor, and with each other's starts,
-for the CPUs. Measured on 2 CPUs (benchmarks/README.md, measurement (c)): with two helpers at a
-time a start blocked the reactor 1.2 ms (p90); with one at a time, 0.12 ms.
+for the CPUs (benchmarks/README.md, measurement (c), has the numbers).
 
-A helper that is still running after `SLOW_HELPER` seconds (it normally takes well under a
-millisecond; through ``sudo``, about seven) gives up its place, so that one stuck helper does not
+A helper that is still running after L{SLOW_HELPER} seconds (it normally takes well under a
+millisecond; through C{sudo}, about seven) gives up its place, so that one stuck helper does not
 hold up the others for its whole timeout.
 """
 
@@ -35,7 +34,7 @@ Spawn = Callable[[], "Optional[defer.Deferred[Any]]"]
 
 
 class SpawnPacer:
-    """The queue of helper starts for one reactor (``IReactorTime``)."""
+    """The queue of helper starts for one reactor (C{IReactorTime})."""
 
     def __init__(self, reactor: Any, limit: int = MAX_RUNNING) -> None:
         self._reactor = reactor
@@ -66,7 +65,7 @@ class SpawnPacer:
     def _occupy(self) -> Callable[[Any], Any]:
         """
         Take a place; return the callback that gives it back (once: whichever comes first, the
-        helper's end or `SLOW_HELPER` seconds) and passes its result on.
+        helper's end or L{SLOW_HELPER} seconds) and passes its result on.
         """
         self.running += 1
         held = True

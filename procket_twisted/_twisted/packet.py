@@ -1,24 +1,24 @@
 """
 Packet sockets in Twisted: a listening port that delivers link-layer frames, an endpoint that gets
-the socket from the helper, and the ``procket:packet:...`` string form.
+the socket from the helper, and the C{procket:packet:...} string form.
 
 What a protocol receives depends on what it is:
 
-- a ``twisted.pair.ethernet.IEthernetProtocol`` (an ``EthernetProtocol`` with ``IPProtocol`` and
-  ``RawUDPProtocol`` on top, say) gets ``datagramReceived(frame, partial)`` for each whole frame,
-  as ``twisted.pair.tuntap.TuntapPort`` delivers them: use it on a raw (not cooked) socket;
-- a ``twisted.pair.raw.IRawPacketProtocol`` (an ``IPProtocol``, an ARP parser) gets
-  ``datagramReceived(payload, partial, dest, source, protocol)``, where the link layer gave
-  ``source`` (its hardware address) and ``protocol`` (the ethertype): use it on a cooked socket;
-- anything else (a ``DatagramProtocol``) gets ``datagramReceived(frame, address)``, where
-  ADDRESS is a `LinkLayerAddress`: the interface, ethertype, packet type, hardware type and
-  hardware address of the frame (the kernel's ``sockaddr_ll``).
+  - a C{twisted.pair.ethernet.IEthernetProtocol} (an C{EthernetProtocol} with C{IPProtocol} and
+    C{RawUDPProtocol} on top, say) gets C{datagramReceived(frame, partial)} for each whole frame,
+    as C{twisted.pair.tuntap.TuntapPort} delivers them: use it on a raw (not cooked) socket;
+  - a C{twisted.pair.raw.IRawPacketProtocol} (an C{IPProtocol}, an ARP parser) gets
+    C{datagramReceived(payload, partial, dest, source, protocol)}, where the link layer gave
+    C{source} (its hardware address) and C{protocol} (the ethertype): use it on a cooked socket;
+  - anything else (a C{DatagramProtocol}) gets C{datagramReceived(frame, address)}, where
+    ADDRESS is a L{LinkLayerAddress}: the interface, ethertype, packet type, hardware type and
+    hardware address of the frame (the kernel's C{sockaddr_ll}).
 
-``partial`` is true when a frame was longer than ``maxPacketSize`` and was cut.
+C{partial} is true when a frame was longer than C{maxPacketSize} and was cut.
 
-The port sends frames with ``write(frame, address=None)``: without an address on a raw socket
-bound to an interface, the frame goes out of that interface as it is; with a `LinkLayerAddress`
-(or the tuple ``socket.sendto`` takes for AF_PACKET), out of the interface it names, and a cooked
+The port sends frames with C{write(frame, address=None)}: without an address on a raw socket
+bound to an interface, the frame goes out of that interface as it is; with a L{LinkLayerAddress}
+(or the tuple C{socket.sendto} takes for AF_PACKET), out of the interface it names, and a cooked
 socket adds the link-layer header for the hardware address it names.
 """
 
@@ -99,13 +99,13 @@ _MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 @dataclass(frozen=True)
 class LinkLayerAddress:
     """
-    Where a frame came from (or goes to): the fields of the kernel's ``sockaddr_ll``.
+    Where a frame came from (or goes to): the fields of the kernel's C{sockaddr_ll}.
 
-    @ivar interface: the interface's name (``""`` for a socket bound to every interface).
+    @ivar interface: the interface's name (C{""} for a socket bound to every interface).
     @ivar protocol: the ethertype, such as 0x0800 for IPv4.
-    @ivar packetType: `PACKET_HOST`, `PACKET_BROADCAST`, `PACKET_MULTICAST`, `PACKET_OTHERHOST`
-        or `PACKET_OUTGOING`.
-    @ivar hardwareType: the ``ARPHRD_*`` type of the interface: 1 for Ethernet, 772 for loopback.
+    @ivar packetType: L{PACKET_HOST}, L{PACKET_BROADCAST}, L{PACKET_MULTICAST}, L{PACKET_OTHERHOST}
+        or L{PACKET_OUTGOING}.
+    @ivar hardwareType: the C{ARPHRD_*} type of the interface: 1 for Ethernet, 772 for loopback.
     @ivar address: the hardware address: the sender's for a received frame.
     """
 
@@ -117,7 +117,7 @@ class LinkLayerAddress:
 
     @classmethod
     def fromSockaddr(cls, sockaddr: Sequence[Any]) -> "LinkLayerAddress":
-        """The address for what ``recvfrom`` or ``getsockname`` return for AF_PACKET."""
+        """The address for what C{recvfrom} or C{getsockname} return for AF_PACKET."""
         fields = tuple(sockaddr) + (PACKET_HOST, 0, b"")[len(sockaddr) - 2 :]
         interface, protocol, packetType, hardwareType, address = fields[:5]
         return cls(
@@ -125,17 +125,17 @@ class LinkLayerAddress:
         )
 
     def toSockaddr(self) -> Tuple[str, int, int, int, bytes]:
-        """The tuple ``socket.sendto`` takes for AF_PACKET."""
+        """The tuple C{socket.sendto} takes for AF_PACKET."""
         return (self.interface, self.protocol, self.packetType, self.hardwareType, self.address)
 
     @property
     def packetTypeName(self) -> str:
-        """``host``, ``broadcast``, ``multicast``, ``otherhost`` or ``outgoing``."""
+        """C{host}, C{broadcast}, C{multicast}, C{otherhost} or C{outgoing}."""
         return _PACKET_TYPE_NAMES.get(self.packetType, str(self.packetType))
 
     @property
     def hardwareAddress(self) -> str:
-        """The hardware address as ``00:11:22:33:44:55``."""
+        """The hardware address as C{00:11:22:33:44:55}."""
         return ":".join(f"{byte:02x}" for byte in self.address)
 
 
@@ -156,7 +156,7 @@ class PacketPort(abstract.FileDescriptor):
     A packet socket (AF_PACKET) in the reactor: delivers each frame it receives to its protocol
     (see the module's description for what each kind of protocol gets) and sends frames.
 
-    Create it with `adoptPacketSocket`, or with an endpoint.
+    Create it with L{adoptPacketSocket}, or with an endpoint.
     """
 
     #: Bytes read in one go before other descriptors get their turn.
@@ -254,8 +254,8 @@ class PacketPort(abstract.FileDescriptor):
     def write(self, frame: bytes, address: PacketAddress = None) -> int:  # type: ignore[override]
         """
         Send FRAME: out of the bound interface (a raw socket, no ADDRESS), or to ADDRESS, a
-        `LinkLayerAddress` or a ``sendto`` tuple ``(interface, ethertype[, packet type,
-        hardware type, hardware address])``.
+        L{LinkLayerAddress} or a C{sendto} tuple C{(interface, ethertype[, packet type,
+        hardware type, hardware address])}.
 
         @return: the number of bytes sent.
         @raise MessageLengthError: FRAME is larger than the interface takes.
@@ -279,7 +279,7 @@ class PacketPort(abstract.FileDescriptor):
     def writeSequence(  # type: ignore[override]
         self, seq: Sequence[bytes], address: PacketAddress = None
     ) -> int:
-        """Send the frame made of the pieces of SEQ (see `write`)."""
+        """Send the frame made of the pieces of SEQ (see L{write})."""
         return self.write(b"".join(seq), address)
 
     def stopListening(self) -> defer.Deferred[None]:
@@ -296,7 +296,7 @@ class PacketPort(abstract.FileDescriptor):
         return waiting
 
     def loseConnection(self, _connDone: Any = None) -> None:
-        """The same as `stopListening`."""
+        """The same as L{stopListening}."""
         self.stopListening()
 
     def connectionLost(self, reason: Failure) -> None:
@@ -321,11 +321,11 @@ def adoptPacketSocket(
     maxPacketSize: int = DEFAULT_MAX_FRAME_SIZE,
 ) -> PacketPort:
     """
-    A listening `PacketPort` for SOCK (an AF_PACKET socket, from `procket_twisted.open_packet`
-    or `acquireSockets`) delivering to PROTOCOL. The port owns SOCK from now on.
+    A listening L{PacketPort} for SOCK (an AF_PACKET socket, from L{procket_twisted.open_packet}
+    or L{acquireSockets}) delivering to PROTOCOL. The port owns SOCK from now on.
 
-    @raise TypeError: PROTOCOL does not fit the socket: an ``IEthernetProtocol`` needs a raw
-        socket, an ``IRawPacketProtocol`` a cooked one.
+    @raise TypeError: PROTOCOL does not fit the socket: an C{IEthernetProtocol} needs a raw
+        socket, an C{IRawPacketProtocol} a cooked one.
     """
     try:
         _checkFits(protocol, sock.type == socket.SOCK_DGRAM)
@@ -356,7 +356,7 @@ def _checkFits(protocol: Any, cooked: bool) -> None:
 class ProcketPacketEndpoint(_HelperEndpoint):
     """
     A packet socket from the helper, for an unprivileged process:
-    ``procket:packet:0x806:interface=eth0``. Each ``listen`` asks the helper for a new socket.
+    C{procket:packet:0x806:interface=eth0}. Each C{listen} asks the helper for a new socket.
     """
 
     def __init__(
@@ -375,10 +375,14 @@ class ProcketPacketEndpoint(_HelperEndpoint):
         **options: Any,
     ) -> None:
         """
-        @param ethertype, interface, cooked, promiscuous, filter, options: as `PacketRequest`
-            takes them (the filter is attached and locked by the helper).
+        @param ethertype: as L{PacketRequest} takes it, as are the next four.
+        @param interface: the interface.
+        @param cooked: frames without their link-layer header.
+        @param promiscuous: promiscuous mode while the port is open.
+        @param filter: a classic BPF program, attached and locked by the helper.
+        @param options: the socket options, as L{PacketRequest} takes them.
         @param maxPacketSize: the largest frame delivered whole; longer ones arrive cut, with
-            ``partial`` set for ``twisted.pair`` protocols.
+            C{partial} set for C{twisted.pair} protocols.
         @raise ValueError, TypeError: for a bad argument.
         """
         request = PacketRequest(ethertype, interface, cooked, promiscuous, filter, **options)
@@ -388,9 +392,9 @@ class ProcketPacketEndpoint(_HelperEndpoint):
 
     def listen(self, protocol: Any) -> defer.Deferred[PacketPort]:
         """
-        @return: a Deferred firing with the `PacketPort` delivering to PROTOCOL, or failing with
-            ``CannotListenError`` (whose ``socketError`` is the `ProcketError`), or with
-            ``TypeError`` when PROTOCOL does not fit the socket (see `adoptPacketSocket`).
+        @return: a Deferred firing with the L{PacketPort} delivering to PROTOCOL, or failing with
+            C{CannotListenError} (whose C{socketError} is the L{ProcketError}), or with
+            C{TypeError} when PROTOCOL does not fit the socket (see L{adoptPacketSocket}).
         """
         request: PacketRequest = self._request  # type: ignore[assignment]
         try:
@@ -414,8 +418,8 @@ class ProcketPacketEndpoint(_HelperEndpoint):
 @implementer(IDatagramServerEndpoint)
 class AdoptedPacketEndpoint(SingleUse):
     """
-    A packet endpoint for a socket already acquired (`acquireSockets`, `open_packet`): single
-    use; a second ``listen`` fails with ``AlreadyListened``.
+    A packet endpoint for a socket already acquired (L{acquireSockets}, L{open_packet}): single
+    use; a second C{listen} fails with C{AlreadyListened}.
     """
 
     def __init__(
@@ -467,10 +471,10 @@ def _ethertype(where: str, text: str) -> int:
 
 def parseFilter(text: str) -> Tuple[Instruction, ...]:
     """
-    A classic BPF program from the text ``tcpdump -ddd`` prints, with commas for newlines (the
-    form iptables' ``--bytecode`` takes): ``"4,40 0 0 12,21 0 1 2054,6 0 0 65535,6 0 0 0"``,
-    the count first, then ``code jt jf k`` per instruction. Make it with
-    ``tcpdump -ddd -i IFACE 'arp' | tr '\\n' ','``.
+    A classic BPF program from the text C{tcpdump -ddd} prints, with commas for newlines (the
+    form iptables' C{--bytecode} takes): C{"4,40 0 0 12,21 0 1 2054,6 0 0 65535,6 0 0 0"},
+    the count first, then C{code jt jf k} per instruction. Make it with
+    C{tcpdump -ddd -i IFACE 'arp' | tr '\\n' ','}.
 
     @raise ValueError: naming what is wrong.
     """
@@ -496,11 +500,11 @@ def parseFilter(text: str) -> Tuple[Instruction, ...]:
 
 def packetEndpointFromString(reactor: Any, description: str) -> ProcketPacketEndpoint:
     """
-    The packet endpoint for ``procket:packet:ETHERTYPE[:interface=NAME][:maxPacketSize=N]``
-    with the keywords ``cooked``, ``promiscuous`` (yes or no), ``filter`` (see `parseFilter`),
-    ``progname``, ``timeout``, and the socket options ``mark``, ``priority``,
-    ``forceReceiveBuffer``, ``forceSendBuffer``. ETHERTYPE is hexadecimal (``0x806``), decimal
-    (``2054``), or ``all``, ``ip``, ``arp``, ``ipv6``.
+    The packet endpoint for C{procket:packet:ETHERTYPE[:interface=NAME][:maxPacketSize=N]}
+    with the keywords C{cooked}, C{promiscuous} (yes or no), C{filter} (see L{parseFilter}),
+    C{progname}, C{timeout}, and the socket options C{mark}, C{priority},
+    C{forceReceiveBuffer}, C{forceSendBuffer}. ETHERTYPE is hexadecimal (C{0x806}), decimal
+    (C{2054}), or C{all}, C{ip}, C{arp}, C{ipv6}.
 
     @raise ValueError: naming the bad part of a malformed description.
     """

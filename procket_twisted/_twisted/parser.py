@@ -1,17 +1,17 @@
 """
-Endpoint strings: ``procket:tcp:80``, ``procket:tcp6:443:interface=\\:\\:1``,
-``procket:ssl:443:privateKey=key.pem:certKey=cert.pem``, and for datagrams ``procket:udp:53`` and
-raw IP sockets ``procket:raw:icmp``, ``procket:raw6:icmpv6``.
+Endpoint strings: C{procket:tcp:80}, C{procket:tcp6:443:interface=\\:\\:1},
+C{procket:ssl:443:privateKey=key.pem:certKey=cert.pem}, and for datagrams C{procket:udp:53} and
+raw IP sockets C{procket:raw:icmp}, C{procket:raw6:icmpv6}.
 
-The stream forms work wherever Twisted takes a server endpoint string (``serverFromString``,
-``twistd web --listen``), through the plugin in ``twisted/plugins/``. The keywords and their order
-are those of Twisted's ``tcp:``, ``tcp6:`` and ``ssl:``, plus ``progname`` (the helper
-command), ``timeout`` (seconds) and the socket options (``bindToDevice``, ``mark``,
-``transparent``, ``priority``, ``forceReceiveBuffer``, ``forceSendBuffer``, ``freeBind``,
-``reusePort``, ``v6only``). Every malformed string raises ``ValueError`` naming the bad part.
+The stream forms work wherever Twisted takes a server endpoint string (C{serverFromString},
+C{twistd web --listen}), through the plugin in C{twisted/plugins/}. The keywords and their order
+are those of Twisted's C{tcp:}, C{tcp6:} and C{ssl:}, plus C{progname} (the helper
+command), C{timeout} (seconds) and the socket options (C{bindToDevice}, C{mark},
+C{transparent}, C{priority}, C{forceReceiveBuffer}, C{forceSendBuffer}, C{freeBind},
+C{reusePort}, C{v6only}). Every malformed string raises C{ValueError} naming the bad part.
 
 This module must stay import-light: the plugin imports it whenever Twisted looks for endpoint
-parsers, before ``twistd`` has chosen its reactor, so nothing here may import the reactor.
+parsers, before C{twistd} has chosen its reactor, so nothing here may import the reactor.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _raw_endpoint(
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class ProcketServerParser:
-    """The ``procket:`` prefix for Twisted's server endpoint strings."""
+    """The C{procket:} prefix for Twisted's server endpoint strings."""
 
     prefix = PREFIX
 
@@ -184,7 +184,7 @@ class ProcketServerParser:
         self, reactor: IReactorCore, *args: object, **kwargs: object
     ) -> IStreamServerEndpoint:
         """
-        The endpoint for ``procket:tcp:...``, ``procket:tcp6:...`` or ``procket:ssl:...``.
+        The endpoint for C{procket:tcp:...}, C{procket:tcp6:...} or C{procket:ssl:...}.
 
         @raise ValueError: naming the bad part of a malformed description.
         """
@@ -207,13 +207,13 @@ class ProcketServerParser:
 
 def datagramEndpointFromString(reactor: Any, description: str) -> IDatagramServerEndpoint:
     """
-    The datagram endpoint for ``procket:udp:PORT[:interface=ADDR][:maxPacketSize=N]`` or
-    ``procket:udp6:...`` (plus ``progname``, ``timeout`` and the socket options), or the
-    `RawEndpoint` for ``procket:raw:PROTOCOL[:interface=ADDR][:maxPacketSize=N]
-    [:headerIncluded=yes]`` or ``procket:raw6:PROTOCOL...`` (PROTOCOL: ``icmp``, ``icmpv6``...
-    or a number; the options ``bindToDevice``, ``mark``, ``priority``, ``forceReceiveBuffer``,
-    ``forceSendBuffer``), or the packet endpoint for ``procket:packet:ETHERTYPE...`` and the
-    TUN/TAP endpoint for ``procket:tun...`` and ``procket:tap...`` (see their modules).
+    The datagram endpoint for C{procket:udp:PORT[:interface=ADDR][:maxPacketSize=N]} or
+    C{procket:udp6:...} (plus C{progname}, C{timeout} and the socket options), or the
+    L{RawEndpoint} for C{procket:raw:PROTOCOL[:interface=ADDR][:maxPacketSize=N]
+    [:headerIncluded=yes]} or C{procket:raw6:PROTOCOL...} (PROTOCOL: C{icmp}, C{icmpv6}...
+    or a number; the options C{bindToDevice}, C{mark}, C{priority}, C{forceReceiveBuffer},
+    C{forceSendBuffer}), or the packet endpoint for C{procket:packet:ETHERTYPE...} and the
+    TUN/TAP endpoint for C{procket:tun...} and C{procket:tap...} (see their modules).
 
     @raise ValueError: naming the bad part of a malformed description.
     """
@@ -249,9 +249,9 @@ def socketRequestFromString(
     description: str, extraKeywords: Sequence[str] = ()
 ) -> Tuple[SocketRequest, Dict[str, str]]:
     """
-    The `SocketRequest` for a socket description: ``tcp:80``, ``tcp6:443:interface=\\:\\:1``,
-    ``udp:53:interface=127.0.0.1``, with the socket option keywords of endpoint strings
-    (``tcp:80:reusePort=yes:mark=42``); a ``procket:`` prefix is allowed.
+    The L{SocketRequest} for a socket description: C{tcp:80}, C{tcp6:443:interface=\\:\\:1},
+    C{udp:53:interface=127.0.0.1}, with the socket option keywords of endpoint strings
+    (C{tcp:80:reusePort=yes:mark=42}); a C{procket:} prefix is allowed.
 
     @param extraKeywords: more keywords the caller accepts; their values are returned as given.
     @return: the request, and the values of EXTRAKEYWORDS that were present.

@@ -1,13 +1,13 @@
 """
-Raw IP sockets in Twisted: `RawPort`, the transport, and `RawEndpoint`, the datagram endpoint
-(``procket:raw:icmp``, ``procket:raw6:icmpv6`` through ``datagramEndpointFromString``).
+Raw IP sockets in Twisted: L{RawPort}, the transport, and L{RawEndpoint}, the datagram endpoint
+(C{procket:raw:icmp}, C{procket:raw6:icmpv6} through C{datagramEndpointFromString}).
 
-Twisted's ``adoptDatagramPort`` takes a raw IPv4 socket, but treats it as UDP: ``getHost`` reports
+Twisted's C{adoptDatagramPort} takes a raw IPv4 socket, but treats it as UDP: C{getHost} reports
 the protocol number as a UDP port, IPv6 addresses arrive as they do for UDP, and there is no way to
-learn a packet's hop limit. `RawPort` delivers each packet to a ``DatagramProtocol``-style
-protocol as ``datagramReceived(packet, (host, 0))``: from an IPv4 socket with the IP header
+learn a packet's hop limit. L{RawPort} delivers each packet to a C{DatagramProtocol}-style
+protocol as C{datagramReceived(packet, (host, 0))}: from an IPv4 socket with the IP header
 included, as the kernel gives it; from an IPv6 socket without it (the kernel never passes the IPv6
-header up). ``transport.receivedHopLimit`` is the packet's TTL or hop limit while it is delivered.
+header up). C{transport.receivedHopLimit} is the packet's TTL or hop limit while it is delivered.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ class RawAddress:
     """
     The local address of a raw IP socket.
 
-    @ivar family: ``"inet"`` or ``"inet6"``.
-    @ivar host: the bound address (``0.0.0.0`` or ``::`` when not bound).
+    @ivar family: C{"inet"} or C{"inet6"}.
+    @ivar host: the bound address (C{0.0.0.0} or C{::} when not bound).
     @ivar protocol: the IP protocol number (1 for ICMP, 58 for ICMPv6...).
     """
 
@@ -90,23 +90,23 @@ class RawAddress:
 
     @property
     def type(self) -> str:
-        """``"RAW"``, as ``IPv4Address.type`` is ``"TCP"`` or ``"UDP"``."""
+        """C{"RAW"}, as C{IPv4Address.type} is C{"TCP"} or C{"UDP"}."""
         return "RAW"
 
 
 @implementer(IListeningPort, IReadDescriptor, ISystemHandle)
 class RawPort:
     """
-    A raw IP socket (or any IPv4 or IPv6 datagram socket) serving a ``DatagramProtocol``.
+    A raw IP socket (or any IPv4 or IPv6 datagram socket) serving a C{DatagramProtocol}.
 
-    The protocol gets ``datagramReceived(packet, (host, 0))`` for each packet (IPv4: the IP header
-    first; IPv6: the payload alone) and sends with ``transport.write(packet, (host, 0))``. The
-    port owns SOCKET from ``startListening`` on, and closes it when it stops.
+    The protocol gets C{datagramReceived(packet, (host, 0))} for each packet (IPv4: the IP header
+    first; IPv6: the payload alone) and sends with C{transport.write(packet, (host, 0))}. The
+    port owns SOCKET from C{startListening} on, and closes it when it stops.
 
     @ivar socket: the socket, for unprivileged options (an ICMPv6 filter, for example).
     @ivar protocol: the protocol it delivers to.
     @ivar maxPacketSize: the longest packet read whole; longer ones are truncated.
-    @ivar receivedHopLimit: while ``datagramReceived`` runs, the TTL (IPv4) or hop limit (IPv6)
+    @ivar receivedHopLimit: while C{datagramReceived} runs, the TTL (IPv4) or hop limit (IPv6)
         the packet arrived with, or None when the kernel did not tell; None otherwise.
     """
 
@@ -156,7 +156,7 @@ class RawPort:
     # IListeningPort
 
     def startListening(self) -> None:
-        """Start delivering packets to the protocol (``makeConnection``, then reading)."""
+        """Start delivering packets to the protocol (C{makeConnection}, then reading)."""
         if self._state != "new":
             raise RuntimeError(f"{self!r} cannot start listening again")
         self.socket.setblocking(False)
@@ -254,16 +254,16 @@ class RawPort:
 
     def write(self, packet: bytes, address: RawTarget) -> None:
         """
-        Send PACKET to ADDRESS: ``(host, 0)`` as ``datagramReceived`` gives it, or a host.
+        Send PACKET to ADDRESS: C{(host, 0)} as C{datagramReceived} gives it, or a host.
 
-        With IP_HDRINCL (``headerIncluded``), PACKET starts with the IPv4 header; otherwise the
+        With IP_HDRINCL (C{headerIncluded}), PACKET starts with the IPv4 header; otherwise the
         kernel adds it. On an ICMPv6 socket the kernel computes the ICMPv6 checksum.
 
         @raise InvalidAddressError: for a host that is not a numeric address of the socket's
             family (no name is looked up: that would block the reactor).
         @raise MessageLengthError: for a packet too long to send.
-        @raise OSError: as ``sendto`` does (for example ENOBUFS, or EACCES for a broadcast
-            address without ``setBroadcastAllowed(True)``).
+        @raise OSError: as C{sendto} does (for example ENOBUFS, or EACCES for a broadcast
+            address without C{setBroadcastAllowed(True)}).
         """
         host = address if isinstance(address, str) else address[0]
         target = self._target(host)
@@ -307,7 +307,7 @@ def _hop_limit(ancillary: Sequence[Tuple[int, int, bytes]]) -> Optional[int]:
 
 
 def _host(address: Any) -> str:
-    """The host of a received address; an IPv6 scope is kept (``fe80::1%2``) for replies."""
+    """The host of a received address; an IPv6 scope is kept (C{fe80::1%2}) for replies."""
     host = str(address[0])
     if len(address) == 4 and address[3] and "%" not in host:
         host = f"{host}%{address[3]}"
@@ -318,8 +318,8 @@ def adoptRawSocket(
     reactor: Any, sock: socket.socket, protocol: Any, maxPacketSize: int = RAW_MAX_PACKET_SIZE
 ) -> RawPort:
     """
-    Serve PROTOCOL from SOCK (from `procket_twisted.open_raw`, for example): a listening
-    `RawPort`, which owns SOCK from now on. SOCK is closed if this fails.
+    Serve PROTOCOL from SOCK (from L{procket_twisted.open_raw}, for example): a listening
+    L{RawPort}, which owns SOCK from now on. SOCK is closed if this fails.
     """
     try:
         port = RawPort(sock, protocol, maxPacketSize, reactor)
@@ -333,10 +333,10 @@ def adoptRawSocket(
 @implementer(IDatagramServerEndpoint)
 class RawEndpoint(_HelperEndpoint):
     """
-    Raw IP sockets from the helper: ``procket:raw:icmp``, ``procket:raw6:icmpv6``.
+    Raw IP sockets from the helper: C{procket:raw:icmp}, C{procket:raw6:icmpv6}.
 
-    Each ``listen`` asks the helper for a new raw socket (the policy must name ``kind=raw``) and
-    serves the protocol from it with a `RawPort`.
+    Each C{listen} asks the helper for a new raw socket (the policy must name C{kind=raw}) and
+    serves the protocol from it with a L{RawPort}.
     """
 
     def __init__(
@@ -354,13 +354,13 @@ class RawEndpoint(_HelperEndpoint):
         **options: Any,
     ) -> None:
         """
-        @param ipProtocol: the IP protocol, a number from 1 to 255 or a name (``"icmp"``,
-            ``"icmpv6"``, ``"udp"``...).
+        @param ipProtocol: the IP protocol, a number from 1 to 255 or a name (C{"icmp"},
+            C{"icmpv6"}, C{"udp"}...).
         @param interface: a numeric local address to bind, or None (every address).
-        @param family: ``"inet"`` or ``"inet6"``, when INTERFACE does not tell (default: inet6
+        @param family: C{"inet"} or C{"inet6"}, when INTERFACE does not tell (default: inet6
             for ICMPv6, else inet).
         @param headerIncluded: IP_HDRINCL: written packets start with their IPv4 header.
-        @param options: socket options, as `RawRequest` takes them (``mark=42``...).
+        @param options: socket options, as L{RawRequest} takes them (C{mark=42}...).
         @raise ValueError: naming the bad argument.
         """
         self._raw = RawRequest(ipProtocol, interface or None, family, headerIncluded, **options)
@@ -370,8 +370,8 @@ class RawEndpoint(_HelperEndpoint):
 
     def listen(self, protocol: Any) -> defer.Deferred[IListeningPort]:
         """
-        @return: a Deferred firing with the listening `RawPort` serving PROTOCOL, or failing
-            with ``CannotListenError`` whose ``socketError`` is the `ProcketError`.
+        @return: a Deferred firing with the listening L{RawPort} serving PROTOCOL, or failing
+            with C{CannotListenError} whose C{socketError} is the L{ProcketError}.
         """
         return self._listen(
             lambda sock: adoptRawSocket(self._reactor, sock, protocol, self._maxPacketSize)
@@ -384,7 +384,7 @@ class RawEndpoint(_HelperEndpoint):
 
 @implementer(IDatagramServerEndpoint)
 class AdoptedRawEndpoint(SingleUse):
-    """A raw endpoint for a socket already acquired (`acquireSockets`, `open_raw`): single use."""
+    """A raw endpoint for a socket already acquired (L{acquireSockets}, L{open_raw}): single use."""
 
     def __init__(
         self, reactor: Any, sock: socket.socket, maxPacketSize: int = RAW_MAX_PACKET_SIZE

@@ -1,17 +1,17 @@
 """
 Getting sockets from the helper without blocking the reactor: the Twisted layer's driver.
 
-The helper is started as the blocking API starts it (``posix_spawn``, with our end of the channel
-as its stdin, stdout and stderr), when the pacer (`procket_twisted._twisted.pacer`) says so: one per
+The helper is started as the blocking API starts it (C{posix_spawn}, with our end of the channel
+as its stdin, stdout and stderr), when the pacer (L{procket_twisted._twisted.pacer}) says so: one per
 reactor turn, a few at a time. The reactor watches its pidfd;
 when it ends, its reply is read from the channel and turned into sockets by the same code as the
-blocking API (`sockets_from_reply`). A timeout or a cancelled Deferred kills it; every received fd
-is closed unless it is handed to the caller. (Twisted's ``spawnProcess`` would block the reactor
+blocking API (L{sockets_from_reply}). A timeout or a cancelled Deferred kills it; every received fd
+is closed unless it is handed to the caller. (Twisted's C{spawnProcess} would block the reactor
 several times longer per helper: it checks every signal and every open descriptor.)
 
-Before the reactor runs (``twistd`` calls ``privilegedStartService`` before ``reactor.run()``),
+Before the reactor runs (C{twistd} calls C{privilegedStartService} before C{reactor.run()}),
 the blocking API is used instead: nothing is waiting on the reactor yet, and a failure then raises
-at once, so ``twistd --listen procket:tcp:80`` stops with the error, as ``--listen tcp:80`` does.
+at once, so C{twistd --listen procket:tcp:80} stops with the error, as C{--listen tcp:80} does.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ __all__ = ["acquireSockets"]
 class _ExitWatcher:
     """
     Tells when the helper exits, through its pidfd in the reactor (no SIGCHLD machinery): when
-    the pidfd is readable the helper has exited; this reaps it and fires ``ended`` with its exit
+    the pidfd is readable the helper has exited; this reaps it and fires C{ended} with its exit
     code. If the reactor stops first, the helper is killed and reaped, so none is left behind.
     """
 
@@ -98,8 +98,8 @@ def _cannot_start(what: str, error: OSError) -> HelperFailedError:
 class _HelperRun:
     """
     One helper run for a list of requests, from its place in the pacer's queue to its Deferred
-    firing: `_spawn` is the pacer's job (all the work happens there, so that queueing many runs in
-    one reactor turn costs that turn little), `_ended` reads the reply when the helper has exited.
+    firing: L{_spawn} is the pacer's job (all the work happens there, so that queueing many runs in
+    one reactor turn costs that turn little), L{_ended} reads the reply when the helper has exited.
     """
 
     def __init__(
@@ -209,12 +209,12 @@ def acquireSockets(
     direct: bool = True,
 ) -> defer.Deferred[List[socket.socket]]:
     """
-    `procket_twisted.listen_many` for Twisted: the sockets for REQUESTS, without blocking the
+    L{procket_twisted.listen_many} for Twisted: the sockets for REQUESTS, without blocking the
     reactor.
 
-    @param reactor: the reactor (``IReactorProcess`` and ``IReactorTime``) that runs the helper.
+    @param reactor: the reactor (C{IReactorProcess} and C{IReactorTime}) that runs the helper.
     @return: a Deferred firing with the sockets in request order, or failing with the
-        `ProcketError`. Cancelling it kills the helper and closes everything.
+        L{ProcketError}. Cancelling it kills the helper and closes everything.
     @raise TypeError, ValueError: at once, for bad REQUESTS or TIMEOUT.
     """
     wanted = check_batch(requests, timeout)

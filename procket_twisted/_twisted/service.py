@@ -1,6 +1,6 @@
 """
 A Service that runs a DatagramProtocol on a datagram endpoint, for .tac files and twistd plugins
-(Twisted has ``StreamServerEndpointService`` for streams only).
+(Twisted has C{StreamServerEndpointService} for streams only).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ __all__ = ["DatagramServerEndpointService", "datagramService"]
 
 class DatagramServerEndpointService(StreamServerEndpointService):
     """
-    Listens with PROTOCOL on an `IDatagramServerEndpoint` when the service starts (in
-    ``privilegedStartService``, before twistd drops privileges) and stops listening when it
-    stops. It reuses ``StreamServerEndpointService``, whose ``listen(factory)`` has the same shape
-    as a datagram endpoint's ``listen(protocol)``.
+    Listens with PROTOCOL on an L{IDatagramServerEndpoint} when the service starts (in
+    C{privilegedStartService}, before twistd drops privileges) and stops listening when it
+    stops. It reuses C{StreamServerEndpointService}, whose C{listen(factory)} has the same shape
+    as a datagram endpoint's C{listen(protocol)}.
 
     A failure to listen while the application starts raises at once, so twistd stops with the
     error instead of running without its port.
@@ -36,7 +36,7 @@ def datagramService(
     description: str, protocol: Any, reactor: Optional[Any] = None
 ) -> DatagramServerEndpointService:
     """
-    The service for a datagram endpoint string, like ``strports.service`` for streams::
+    The service for a datagram endpoint string, like C{strports.service} for streams::
 
         datagramService("procket:udp:53", dns.DNSDatagramProtocol(controller))
 

@@ -1,7 +1,7 @@
 """
-What every ``procket:`` endpoint string shares: splitting it as Twisted does, binding its values
+What every C{procket:} endpoint string shares: splitting it as Twisted does, binding its values
 to the names a kind takes, and reading numbers, yes/no flags, the helper's keywords and the
-socket option keywords. Each kind's own grammar (``parser``, ``packet``, ``tun``) is written with
+socket option keywords. Each kind's own grammar (C{parser}, C{packet}, C{tun}) is written with
 these, so that a word means the same in every string.
 
 Import-light, like the parser: nothing here may import the reactor.
@@ -39,8 +39,8 @@ _T = TypeVar("_T")
 
 def splitDescription(description: str) -> Tuple[List[str], Dict[str, str]]:
     """
-    Split an endpoint description the way Twisted does: ``:`` separates, ``=`` makes a keyword,
-    a backslash escapes the next character (``interface=\\:\\:1``).
+    Split an endpoint description the way Twisted does: C{:} separates, C{=} makes a keyword,
+    a backslash escapes the next character (C{interface=\\:\\:1}).
 
     @raise ValueError: for a trailing lone backslash or a keyword given twice.
     """
@@ -91,9 +91,9 @@ def bind(
     Positional ARGS and keyword KWARGS as one mapping, ARGS in the order of NAMES; KEYWORDS may
     be given by name only.
 
-    @param example: a value for the first of NAMES, which is then required (``80``, ``0x806``).
+    @param example: a value for the first of NAMES, which is then required (C{80}, C{0x806}).
     @param addressKeyword: the keyword holding an IP address, whose IPv6 colons must be escaped:
-        an empty value there (what ``interface=::1`` becomes) is explained as such.
+        an empty value there (what C{interface=::1} becomes) is explained as such.
     @raise ValueError: naming the extra value, the unknown keyword, the one given twice, or the
         missing first value.
     """
@@ -129,7 +129,7 @@ def number(where: str, name: str, text: str, low: int, high: int) -> int:
 
 
 def flag(where: str, keyword: str, text: Optional[str], default: bool = False) -> bool:
-    """TEXT as yes or no (``yes``, ``true``, ``1`` / ``no``, ``false``, ``0``); None: DEFAULT."""
+    """TEXT as yes or no (C{yes}, C{true}, C{1} / C{no}, C{false}, C{0}); None: DEFAULT."""
     if text is None:
         return default
     if text.lower() not in _YES + _NO:
@@ -146,7 +146,7 @@ def checked(where: str, build: Callable[[], _T]) -> _T:
 
 
 def helper_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
-    """``progname`` and ``timeout`` of VALUES, as keyword arguments."""
+    """C{progname} and C{timeout} of VALUES, as keyword arguments."""
     options: Dict[str, Any] = {"progname": values.get("progname") or None}
     timeout = values.get("timeout")
     options["timeout"] = DEFAULT_TIMEOUT
@@ -162,7 +162,7 @@ def helper_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
 
 
 def option_keywords(kind: type) -> Tuple[str, ...]:
-    """The socket option keywords a kind of request (`SocketRequest`, `RawRequest`...) takes."""
+    """The socket option keywords a kind of request (L{SocketRequest}, L{RawRequest}...) takes."""
     return tuple(option.keyword for option in options_taken_by(kind))
 
 

@@ -1,21 +1,21 @@
 """
-TUN and TAP interfaces in Twisted: Twisted's own ``twisted.pair.tuntap.TuntapPort`` on the
-descriptor the helper hands over, an endpoint, and the ``procket:tun:...`` / ``procket:tap:...``
+TUN and TAP interfaces in Twisted: Twisted's own C{twisted.pair.tuntap.TuntapPort} on the
+descriptor the helper hands over, an endpoint, and the C{procket:tun:...} / C{procket:tap:...}
 string forms.
 
-``TuntapPort`` opens ``/dev/net/tun`` itself, which needs CAP_NET_ADMIN. It does every system call
-through a ``system`` object (its constructor's ``system`` argument), so instead of a second port
-with the same interface, `adoptTunnel` gives it a system whose ``open`` returns the helper's
-descriptor and whose ``TUNSETIFF`` answers what the descriptor is attached to (checking that it
-is the mode the port wants). Everything else is Twisted's: reading, writing, ``getHost()`` (a
-``TunnelAddress``), and ``stopListening()``, which closes the descriptor, so the interface goes
+C{TuntapPort} opens C{/dev/net/tun} itself, which needs CAP_NET_ADMIN. It does every system call
+through a C{system} object (its constructor's C{system} argument), so instead of a second port
+with the same interface, L{adoptTunnel} gives it a system whose C{open} returns the helper's
+descriptor and whose C{TUNSETIFF} answers what the descriptor is attached to (checking that it
+is the mode the port wants). Everything else is Twisted's: reading, writing, C{getHost()} (a
+C{TunnelAddress}), and C{stopListening()}, which closes the descriptor, so the interface goes
 away.
 
 What the port delivers, as Twisted defines it: a TAP port (its protocol is an
-``IEthernetProtocol``, such as ``EthernetProtocol`` with ``IPProtocol`` on top) gets Ethernet
-frames; a TUN port (an ``IRawPacketProtocol``) gets IP packets as ``datagramReceived(packet,
-partial=0)``. Twisted's ``IPProtocol`` cannot sit directly on a TUN port (it insists on the
-link-layer arguments a TUN packet has none of); `TunnelIPProtocol` can.
+C{IEthernetProtocol}, such as C{EthernetProtocol} with C{IPProtocol} on top) gets Ethernet
+frames; a TUN port (an C{IRawPacketProtocol}) gets IP packets as C{datagramReceived(packet,
+partial=0)}. Twisted's C{IPProtocol} cannot sit directly on a TUN port (it insists on the
+link-layer arguments a TUN packet has none of); L{TunnelIPProtocol} can.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ _MODE_BITS = (TunnelFlags.IFF_TUN | TunnelFlags.IFF_TAP | TunnelFlags.IFF_NO_PI)
 
 class _HelperTunnelSystem(_RealSystem):
     """
-    The system calls of one ``TuntapPort``, but for opening the tunnel: ``open`` gives the
-    helper's descriptor (once), and ``TUNSETIFF`` reports the interface it is attached to.
+    The system calls of one C{TuntapPort}, but for opening the tunnel: C{open} gives the
+    helper's descriptor (once), and C{TUNSETIFF} reports the interface it is attached to.
     """
 
     def __init__(self, device: TunDevice) -> None:
@@ -108,7 +108,7 @@ class _HelperTunnelSystem(_RealSystem):
 @implementer(raw.IRawPacketProtocol)
 class TunnelIPProtocol(ip.IPProtocol):
     """
-    ``twisted.pair.ip.IPProtocol`` that works directly on a TUN port, whose packets come without
+    C{twisted.pair.ip.IPProtocol} that works directly on a TUN port, whose packets come without
     link-layer arguments. It also gives the protocols above it the IP header's true length and
     version (Twisted's swaps the two nibbles), skips IP options, cuts the link layer's padding
     (the payload ends where the header's total length says), and ignores what is not IPv4.
@@ -171,12 +171,12 @@ def adoptTunnel(
     maxPacketSize: int = DEFAULT_MAX_TUNNEL_PACKET_SIZE,
 ) -> TuntapPort:
     """
-    A listening ``twisted.pair.tuntap.TuntapPort`` on DEVICE (from `procket_twisted.open_tun` or
-    `acquireSockets`), delivering to PROTOCOL. The port owns the device from now on; its
-    ``stopListening`` closes it, and the interface goes away.
+    A listening C{twisted.pair.tuntap.TuntapPort} on DEVICE (from L{procket_twisted.open_tun} or
+    L{acquireSockets}), delivering to PROTOCOL. The port owns the device from now on; its
+    C{stopListening} closes it, and the interface goes away.
 
-    @raise TypeError: PROTOCOL does not fit the device's mode (see `_checkMode`), or the device
-        keeps the packet information header, which ``TuntapPort`` does not read.
+    @raise TypeError: PROTOCOL does not fit the device's mode (see L{_checkMode}), or the device
+        keeps the packet information header, which C{TuntapPort} does not read.
     @raise CannotListenError: the descriptor is not what the device says.
     """
     try:
@@ -203,9 +203,9 @@ def adoptTunnel(
 @implementer(IDatagramServerEndpoint)
 class ProcketTunnelEndpoint(_HelperEndpoint):
     """
-    A new TUN or TAP interface from the helper, owned by this user, as a ``TuntapPort``:
-    ``procket:tun:tun7:address=10.0.0.1/24:up=yes``. Each ``listen`` creates a new interface;
-    ``stopListening`` removes it.
+    A new TUN or TAP interface from the helper, owned by this user, as a C{TuntapPort}:
+    C{procket:tun:tun7:address=10.0.0.1/24:up=yes}. Each C{listen} creates a new interface;
+    C{stopListening} removes it.
     """
 
     def __init__(
@@ -222,8 +222,10 @@ class ProcketTunnelEndpoint(_HelperEndpoint):
         direct: bool = True,
     ) -> None:
         """
-        @param mode: ``"tun"`` (IP packets) or ``"tap"`` (Ethernet frames).
-        @param name, address, up: as `TunRequest` takes them.
+        @param mode: C{"tun"} (IP packets) or C{"tap"} (Ethernet frames).
+        @param name: the interface's name, as L{TunRequest} takes it.
+        @param address: its address and prefix, as L{TunRequest} takes it.
+        @param up: bring it up.
         @param maxPacketSize: the largest packet read whole.
         @raise ValueError, TypeError: for a bad argument.
         """
@@ -234,9 +236,9 @@ class ProcketTunnelEndpoint(_HelperEndpoint):
 
     def listen(self, protocol: Any) -> defer.Deferred[TuntapPort]:
         """
-        @return: a Deferred firing with the ``TuntapPort`` delivering to PROTOCOL, or failing with
-            ``CannotListenError`` (whose ``socketError`` is the `ProcketError`), or with
-            ``TypeError`` when PROTOCOL does not fit the mode.
+        @return: a Deferred firing with the C{TuntapPort} delivering to PROTOCOL, or failing with
+            C{CannotListenError} (whose C{socketError} is the L{ProcketError}), or with
+            C{TypeError} when PROTOCOL does not fit the mode.
         """
         request: TunRequest = self._request  # type: ignore[assignment]
         try:
@@ -257,8 +259,8 @@ class ProcketTunnelEndpoint(_HelperEndpoint):
 @implementer(IDatagramServerEndpoint)
 class AdoptedTunnelEndpoint(SingleUse):
     """
-    A TUN or TAP endpoint for a device already acquired (`acquireSockets`, `open_tun`): single
-    use; a second ``listen`` fails with ``AlreadyListened``.
+    A TUN or TAP endpoint for a device already acquired (L{acquireSockets}, L{open_tun}): single
+    use; a second C{listen} fails with C{AlreadyListened}.
     """
 
     def __init__(
@@ -282,9 +284,9 @@ _TUN_KEYWORDS = ("address", "up", "maxPacketSize", "progname", "timeout")
 
 def tunEndpointFromString(reactor: Any, description: str) -> ProcketTunnelEndpoint:
     """
-    The endpoint for ``procket:tun[:NAME][:address=ADDRESS/PREFIX][:up=yes]`` or
-    ``procket:tap:...`` (plus ``maxPacketSize``, ``progname`` and ``timeout``). An IPv6 address
-    needs its colons escaped: ``address=fd00\\:\\:1/64``.
+    The endpoint for C{procket:tun[:NAME][:address=ADDRESS/PREFIX][:up=yes]} or
+    C{procket:tap:...} (plus C{maxPacketSize}, C{progname} and C{timeout}). An IPv6 address
+    needs its colons escaped: C{address=fd00\\:\\:1/64}.
 
     @raise ValueError: naming the bad part of a malformed description.
     """

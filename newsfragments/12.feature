@@ -1,0 +1,1 @@
+Policies can bound option values (`mark=1-99`, `priority=0-6`, `rcvbuf=`, `sndbuf=`). `examples/ping.py` uses the kernel's ICMP echo sockets, with no helper, where `net.ipv4.ping_group_range` allows the caller.
