@@ -72,7 +72,7 @@ class ARPPrinter(AbstractDatagramProtocol):
 async def watch(reactor, options) -> None:
     promiscuous = ":promiscuous=yes" if options.promiscuous else ""
     endpoint = packetEndpointFromString(
-        reactor, f"procket:packet:0x806:interface={options.interface}{promiscuous}"
+        reactor, f"procket:packet:0x806:device={options.device}{promiscuous}"
     )
     done: defer.Deferred = defer.Deferred()
     ethernet = EthernetProtocol()
@@ -81,17 +81,17 @@ async def watch(reactor, options) -> None:
         port = await endpoint.listen(ethernet)
     except CannotListenError as failure:
         raise SystemExit(
-            f"arpwatch: cannot watch {options.interface}: {failure.socketError}"
+            f"arpwatch: cannot watch {options.device}: {failure.socketError}"
         ) from None
     mode = " (promiscuous)" if options.promiscuous else ""
-    print(f"arpwatch: watching ARP on {options.interface}{mode}, as uid {os.getuid()}", flush=True)
+    print(f"arpwatch: watching ARP on {options.device}{mode}, as uid {os.getuid()}", flush=True)
     await done  # forever, unless --count
     await port.stopListening()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("interface")
+    parser.add_argument("device")
     parser.add_argument("--promiscuous", action="store_true", help="see frames meant for others")
     parser.add_argument("--count", type=int, default=0, help="stop after this many ARP packets")
     options = parser.parse_args()

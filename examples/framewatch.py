@@ -49,7 +49,7 @@ class FramePrinter(DatagramProtocol):
     def datagramReceived(self, frame: bytes, address) -> None:
         ethertype = struct.unpack("!H", frame[12:14])[0] if len(frame) >= 14 else address.protocol
         direction = DIRECTIONS.get(address.packetType, "?")
-        print(f"{address.interface} {direction} {describe(frame, ethertype)}, "
+        print(f"{address.device} {direction} {describe(frame, ethertype)}, "
               f"length {len(frame)}", flush=True)  # fmt: skip
         self.seen += 1
         if self.count and self.seen >= self.count:
@@ -58,15 +58,13 @@ class FramePrinter(DatagramProtocol):
 
 async def watch(reactor, options) -> int:
     printer = FramePrinter(options.count)
-    description = f"procket:packet:{options.ethertype}:interface={options.interface}"
+    description = f"procket:packet:{options.ethertype}:device={options.device}"
     try:
         port = await packetEndpointFromString(reactor, description).listen(printer)
     except CannotListenError as error:
         print(f"framewatch: {error.socketError}", file=sys.stderr)
         return 2
-    print(
-        f"framewatch: listening on {options.interface}, ethertype {options.ethertype}", flush=True
-    )
+    print(f"framewatch: listening on {options.device}, ethertype {options.ethertype}", flush=True)
     await printer.done
     await port.stopListening()
     return 0
@@ -74,7 +72,7 @@ async def watch(reactor, options) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("interface")
+    parser.add_argument("device")
     parser.add_argument("--ethertype", default="all", help="all (default), ip, ipv6, arp or 0x...")
     parser.add_argument("--count", type=int, default=0, help="stop after this many frames")
     options = parser.parse_args()

@@ -5,7 +5,7 @@ procket for Twisted: endpoints whose sockets come from the privileged helper::
     twistd -n web --listen procket:tcp:80 --path DIR      # as an ordinary user
     datagramService("procket:udp:53", protocol)           # in a .tac file
     datagramEndpointFromString(reactor, "procket:raw:icmp")   # a raw ICMP socket (RawEndpoint)
-    datagramEndpointFromString(reactor, "procket:packet:0x806:interface=eth0")  # PacketPort
+    datagramEndpointFromString(reactor, "procket:packet:0x806:device=eth0")  # PacketPort
     datagramEndpointFromString(reactor, "procket:tun:address=10.9.0.1/24:up=yes")  # TuntapPort
 
 Importing this module never imports the reactor.

@@ -72,7 +72,7 @@ class RoutingTests(SynchronousTestCase):
     def test_datagram_strings_reach_every_kind(self) -> None:
         """procket:packet and procket:tun strings give those kinds' endpoints."""
         reactor = MemoryReactor()
-        packet = datagramEndpointFromString(reactor, "procket:packet:0x806:interface=lo")
+        packet = datagramEndpointFromString(reactor, "procket:packet:0x806:device=lo")
         tun = datagramEndpointFromString(reactor, "procket:tun:address=10.9.0.1/24:up=yes")
         self.assertIsInstance(packet, ProcketPacketEndpoint)
         self.assertIsInstance(tun, ProcketTunnelEndpoint)

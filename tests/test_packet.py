@@ -272,7 +272,7 @@ class EndpointTests(EndpointUnitTestCase):
         """Every keyword of procket:packet becomes the request's."""
         endpoint = packetEndpointFromString(
             MemoryReactorClock(),
-            "procket:packet:0x806:interface=eth0:promiscuous=yes:cooked=yes:maxPacketSize=1600"
+            "procket:packet:0x806:device=eth0:promiscuous=yes:cooked=yes:maxPacketSize=1600"
             ":mark=7:progname=/bin/helper:timeout=2.5:filter=1,6 0 0 65535",
         )
         verifyObject(IDatagramServerEndpoint, endpoint)
@@ -288,9 +288,9 @@ class EndpointTests(EndpointUnitTestCase):
         for text, number in (("0x800", 0x800), ("2054", 0x806), ("all", 3), ("IPv6", 0x86DD),
                              ("arp", 0x806), ("0xFFFF", 0xFFFF)):  # fmt: skip
             endpoint = packetEndpointFromString(None, f"procket:packet:{text}:lo")
-            self.assertEqual((endpoint._request.ethertype, endpoint._request.interface),
+            self.assertEqual((endpoint._request.ethertype, endpoint._request.device),
                              (number, "lo"))  # fmt: skip
-        self.assertIsNone(packetEndpointFromString(None, "procket:packet:ip")._request.interface)
+        self.assertIsNone(packetEndpointFromString(None, "procket:packet:ip")._request.device)
 
     def test_string_errors(self) -> None:
         """Each malformed string raises ValueError naming its bad part."""
@@ -303,14 +303,14 @@ class EndpointTests(EndpointUnitTestCase):
                 ("procket:packet:ipx", "ipx"),
                 ("procket:packet:0x806:lo:9000:extra", "unexpected value 'extra'"),
                 ("procket:packet:0x806:colour=red", "unknown keyword 'colour'"),
-                ("procket:packet:0x806:lo:interface=eth0", "interface is given twice"),
+                ("procket:packet:0x806:lo:device=eth0", "device is given twice"),
                 ("procket:packet:0x806:cooked=maybe", "cooked 'maybe' is not yes or no"),
-                ("procket:packet:0x806:promiscuous=yes", "promiscuous needs an interface"),
-                ("procket:packet:0x806:interface=", "interface is empty"),
+                ("procket:packet:0x806:promiscuous=yes", "promiscuous needs a device"),
+                ("procket:packet:0x806:device=", "device is empty"),
                 ("procket:packet:0x806:maxPacketSize=0", "maxPacketSize"),
                 ("procket:packet:0x806:timeout=-1", "timeout"),
                 ("procket:packet:0x806:filter=2,6 0 0 1", "says 2 instructions but has 1"),
-                ("procket:packet:0x806:interface=a/b", "interface"),
+                ("procket:packet:0x806:device=a/b", "device"),
             ),
         )
 
@@ -450,7 +450,7 @@ class PacketAsNobodyTests(TwistedAsNobodyTestCase):
                 cooked_ip, cooked_udp, cooked_top = IPProtocol(), RawUDPProtocol(), Recorder()
                 cooked_ip.addProto(17, cooked_udp); cooked_udp.addProto(port, cooked_top)
                 cooked = await packetEndpointFromString(
-                    reactor, "procket:packet:0x800:interface=lo:cooked=yes").listen(cooked_ip)
+                    reactor, "procket:packet:0x800:device=lo:cooked=yes").listen(cooked_ip)
                 sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sender.bind(("127.0.0.1", 0))
                 sender.sendto(b"seen on lo", ("127.0.0.1", port))
@@ -460,7 +460,7 @@ class PacketAsNobodyTests(TwistedAsNobodyTestCase):
                 facts = {
                     "uid": os.getuid(),
                     "host": list(plain.getHost().toSockaddr()[:4]),
-                    "frames": [[frame.endswith(b"seen on lo"), address.interface, address.protocol,
+                    "frames": [[frame.endswith(b"seen on lo"), address.device, address.protocol,
                                 address.packetTypeName, address.hardwareType,
                                 address.hardwareAddress] for frame, address in mine],
                     "stacked": [[data.decode(), list(source)] for data, source in top.received],

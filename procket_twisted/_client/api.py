@@ -239,7 +239,7 @@ def open_raw(
 
 def open_packet(
     ethertype: int,
-    interface: Optional[str] = None,
+    device: Optional[str] = None,
     *,
     cooked: bool = False,
     promiscuous: bool = False,
@@ -256,7 +256,7 @@ def open_packet(
     See L{PacketRequest} for the arguments and L{listen} for the rest. The policy must name
     C{kind=packet}.
     """
-    request = PacketRequest(ethertype, interface, cooked, promiscuous, filter, **options)
+    request = PacketRequest(ethertype, device, cooked, promiscuous, filter, **options)
     sock: socket.socket = listen_many([request], progname=progname, timeout=timeout, direct=direct)[
         0
     ]

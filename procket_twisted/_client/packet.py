@@ -11,7 +11,8 @@ import ctypes
 import os
 import socket
 import struct
-from dataclasses import dataclass
+import warnings
+from dataclasses import InitVar, dataclass
 from typing import FrozenSet, Optional, Sequence, Tuple
 
 from .failures import socket_error
@@ -66,7 +67,8 @@ class PacketRequest:
 
     @ivar ethertype: the frames it receives: 0 to 65535, such as C{ETH_P_ARP} (0x0806),
         C{ETH_P_IP} (0x0800) or C{ETH_P_ALL} (every frame).
-    @ivar interface: the interface to bind to, or None for every interface.
+    @ivar device: the network interface to bind to (C{"eth0"}), or None for every interface.
+        (C{interface=}, its name before 0.2, is still taken, with a DeprecationWarning.)
     @ivar cooked: SOCK_DGRAM: frames without their link-layer header (its fields come with
         each frame's address instead).
     @ivar promiscuous: put INTERFACE in promiscuous mode while the socket is open.
@@ -84,7 +86,7 @@ class PacketRequest:
     """
 
     ethertype: int
-    interface: Optional[str] = None
+    device: Optional[str] = None
     cooked: bool = False
     promiscuous: bool = False
     filter: Optional[Sequence[Instruction]] = None
@@ -93,13 +95,24 @@ class PacketRequest:
     force_receive_buffer: Optional[int] = None
     force_send_buffer: Optional[int] = None
 
-    def __post_init__(self) -> None:
+    interface: InitVar[Optional[str]] = None
+
+    def __post_init__(self, interface: Optional[str]) -> None:
+        if interface is not None:
+            warnings.warn(
+                "PacketRequest(interface=...) is now PacketRequest(device=...)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            if self.device is not None:
+                raise ValueError("give device, not both device and interface")
+            object.__setattr__(self, "device", interface)
         _check_int("ethertype", self.ethertype, 0, 0xFFFF)
-        if self.interface is not None:
-            check_interface_name(self.interface, "interface")
+        if self.device is not None:
+            check_interface_name(self.device, "device")
         check_flag("cooked", self.cooked)
-        if check_flag("promiscuous", self.promiscuous) and self.interface is None:
-            raise ValueError("promiscuous needs an interface")
+        if check_flag("promiscuous", self.promiscuous) and self.device is None:
+            raise ValueError("promiscuous needs a device")
         if self.filter is not None:
             object.__setattr__(self, "filter", _check_filter(self.filter))
         check_options(self)
@@ -112,8 +125,8 @@ class PacketRequest:
     def helper_argument(self) -> str:
         """The helper's text for this socket."""
         parts = ["kind=packet", f"ethertype=0x{self.ethertype:x}"]
-        if self.interface is not None:
-            parts.append(f"device={self.interface}")
+        if self.device is not None:
+            parts.append(f"device={self.device}")
         if self.cooked:
             parts.append("cooked=1")
         if self.promiscuous:
@@ -127,7 +140,7 @@ class PacketRequest:
 
     def describe(self) -> str:
         """C{packet 0x806 on lo (promiscuous)} and its options, for messages."""
-        where = f" on {self.interface}" if self.interface else " on every interface"
+        where = f" on {self.device}" if self.device else " on every interface"
         extra = [
             word
             for word, on in (
@@ -164,10 +177,10 @@ class PacketRequest:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_LOCK_FILTER, 1)
             set_options(sock, self)
             step = "bind"
-            _bind_link(sock, self.ethertype, self.interface)
+            _bind_link(sock, self.ethertype, self.device)
             if self.promiscuous:
                 step = "setsockopt"
-                index_of = socket.if_nametoindex(str(self.interface))
+                index_of = socket.if_nametoindex(str(self.device))
                 membership = struct.pack("iHH8s", index_of, _PACKET_MR_PROMISC, 0, b"")
                 sock.setsockopt(_SOL_PACKET, _PACKET_ADD_MEMBERSHIP, membership)
         except OSError as error:
@@ -183,8 +196,8 @@ class PacketRequest:
         name, ethertype = sock.getsockname()[:2]
         if ethertype != self.ethertype:
             return f"bound to ethertype 0x{ethertype:x}, not 0x{self.ethertype:x}"
-        if self.interface is not None and name != self.interface:
-            return f"bound to interface {name!r}, not {self.interface!r}"
+        if self.device is not None and name != self.device:
+            return f"bound to device {name!r}, not {self.device!r}"
         return options_mismatch(sock, self)
 
     def wrap(self, fd: int) -> socket.socket:
@@ -200,15 +213,15 @@ class _SockaddrLinkLayer(ctypes.Structure):
     ]  # fmt: skip
 
 
-def _bind_link(sock: socket.socket, ethertype: int, interface: Optional[str]) -> None:
+def _bind_link(sock: socket.socket, ethertype: int, device: Optional[str]) -> None:
     """
-    Bind SOCK to ETHERTYPE on INTERFACE, or on every interface (ifindex 0), which Python's own
+    Bind SOCK to ETHERTYPE on DEVICE, or on every interface (ifindex 0), which Python's own
     bind cannot express (it looks every name up, and there is no name for "all").
     """
     address = _SockaddrLinkLayer(
         family=socket.AF_PACKET,
         protocol=socket.htons(ethertype),
-        ifindex=socket.if_nametoindex(interface) if interface else 0,
+        ifindex=socket.if_nametoindex(device) if device else 0,
     )
     if _LIBC.bind(sock.fileno(), ctypes.byref(address), ctypes.sizeof(address)) != 0:
         code = ctypes.get_errno()

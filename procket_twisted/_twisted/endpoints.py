@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from twisted.internet import defer, error, fdesc
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
@@ -59,6 +59,22 @@ def adoptSocket(
         return port
     finally:
         sock.close()
+
+
+def checkPacketSize(maxPacketSize: Any, largest: Optional[int] = None) -> None:
+    """
+    MAXPACKETSIZE, the largest packet, frame or datagram a port reads whole, checked: an integer
+    from 1 (to LARGEST, when there is a limit).
+
+    @raise ValueError: naming the bad value and the range.
+    """
+    if (
+        not isinstance(maxPacketSize, int)
+        or isinstance(maxPacketSize, bool)
+        or not 1 <= maxPacketSize <= (largest or maxPacketSize)
+    ):
+        what = f"an integer from 1 to {largest}" if largest else "a positive integer"
+        raise ValueError(f"maxPacketSize must be {what}, not {maxPacketSize!r}")
 
 
 class _HelperEndpoint:

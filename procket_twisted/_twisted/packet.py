@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import warnings
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -48,7 +49,7 @@ from .._client.packet import (
     Instruction,
     PacketRequest,
 )
-from .endpoints import SingleUse, _HelperEndpoint
+from .endpoints import SingleUse, _HelperEndpoint, checkPacketSize
 from .interfaces import IDatagramServerEndpoint
 from .strings import (
     HELPER_KEYWORDS,
@@ -56,10 +57,10 @@ from .strings import (
     bind,
     checked,
     flag,
-    helper_options,
+    helperOptions,
     number,
-    option_keywords,
-    socket_options,
+    optionKeywords,
+    socketOptions,
     splitDescription,
 )
 
@@ -101,7 +102,7 @@ class LinkLayerAddress:
     """
     Where a frame came from (or goes to): the fields of the kernel's C{sockaddr_ll}.
 
-    @ivar interface: the interface's name (C{""} for a socket bound to every interface).
+    @ivar device: the network interface's name (C{""} for a socket bound to every interface).
     @ivar protocol: the ethertype, such as 0x0800 for IPv4.
     @ivar packetType: L{PACKET_HOST}, L{PACKET_BROADCAST}, L{PACKET_MULTICAST}, L{PACKET_OTHERHOST}
         or L{PACKET_OUTGOING}.
@@ -109,7 +110,7 @@ class LinkLayerAddress:
     @ivar address: the hardware address: the sender's for a received frame.
     """
 
-    interface: str
+    device: str
     protocol: int
     packetType: int = PACKET_HOST
     hardwareType: int = 0
@@ -119,14 +120,20 @@ class LinkLayerAddress:
     def fromSockaddr(cls, sockaddr: Sequence[Any]) -> "LinkLayerAddress":
         """The address for what C{recvfrom} or C{getsockname} return for AF_PACKET."""
         fields = tuple(sockaddr) + (PACKET_HOST, 0, b"")[len(sockaddr) - 2 :]
-        interface, protocol, packetType, hardwareType, address = fields[:5]
-        return cls(
-            str(interface), int(protocol), int(packetType), int(hardwareType), bytes(address)
-        )
+        device, protocol, packetType, hardwareType, address = fields[:5]
+        return cls(str(device), int(protocol), int(packetType), int(hardwareType), bytes(address))
 
     def toSockaddr(self) -> Tuple[str, int, int, int, bytes]:
         """The tuple C{socket.sendto} takes for AF_PACKET."""
-        return (self.interface, self.protocol, self.packetType, self.hardwareType, self.address)
+        return (self.device, self.protocol, self.packetType, self.hardwareType, self.address)
+
+    @property
+    def interface(self) -> str:
+        """L{device}, by the name it had before 0.2 (deprecated)."""
+        warnings.warn(
+            "LinkLayerAddress.interface is now LinkLayerAddress.device", DeprecationWarning, 2
+        )
+        return self.device
 
     @property
     def packetTypeName(self) -> str:
@@ -187,7 +194,7 @@ class PacketPort(abstract.FileDescriptor):
 
     def __repr__(self) -> str:
         state = "" if self.connected else "not "
-        where = self._host.interface or "every interface"
+        where = self._host.device or "every interface"
         return (
             f"<{fullyQualifiedName(self.protocol.__class__)} {state}listening on "
             f"{where} ethertype 0x{self._host.protocol:04x}>"
@@ -301,7 +308,7 @@ class PacketPort(abstract.FileDescriptor):
 
     def connectionLost(self, reason: Failure) -> None:
         """Close the socket, stop the protocol, and fire what waits for it."""
-        log.msg(f"(packet port on {self._host.interface or 'every interface'} closed)")
+        log.msg(f"(packet port on {self._host.device or 'every interface'} closed)")
         abstract.FileDescriptor.connectionLost(self, reason)
         self.connected = 0
         self.disconnecting = False
@@ -356,14 +363,14 @@ def _checkFits(protocol: Any, cooked: bool) -> None:
 class ProcketPacketEndpoint(_HelperEndpoint):
     """
     A packet socket from the helper, for an unprivileged process:
-    C{procket:packet:0x806:interface=eth0}. Each C{listen} asks the helper for a new socket.
+    C{procket:packet:0x806:device=eth0}. Each C{listen} asks the helper for a new socket.
     """
 
     def __init__(
         self,
         reactor: Any,
         ethertype: int,
-        interface: Optional[str] = None,
+        device: Optional[str] = None,
         maxPacketSize: int = DEFAULT_MAX_FRAME_SIZE,
         *,
         cooked: bool = False,
@@ -376,7 +383,8 @@ class ProcketPacketEndpoint(_HelperEndpoint):
     ) -> None:
         """
         @param ethertype: as L{PacketRequest} takes it, as are the next four.
-        @param interface: the interface.
+        @param device: the network interface (C{interface=}, its name before 0.2, is still taken,
+            with a DeprecationWarning).
         @param cooked: frames without their link-layer header.
         @param promiscuous: promiscuous mode while the port is open.
         @param filter: a classic BPF program, attached and locked by the helper.
@@ -385,8 +393,8 @@ class ProcketPacketEndpoint(_HelperEndpoint):
             C{partial} set for C{twisted.pair} protocols.
         @raise ValueError, TypeError: for a bad argument.
         """
-        request = PacketRequest(ethertype, interface, cooked, promiscuous, filter, **options)
-        _checkSize(maxPacketSize)
+        request = PacketRequest(ethertype, device, cooked, promiscuous, filter, **options)
+        checkPacketSize(maxPacketSize)
         super().__init__(reactor, request, progname, timeout, direct)
         self._maxPacketSize = maxPacketSize
 
@@ -410,7 +418,7 @@ class ProcketPacketEndpoint(_HelperEndpoint):
         request: PacketRequest = self._request  # type: ignore[assignment]
         return Failure(
             error.CannotListenError(
-                request.interface or "", f"0x{request.ethertype:04x}", failure.value
+                request.device or "", f"0x{request.ethertype:04x}", failure.value
             )
         )
 
@@ -425,7 +433,7 @@ class AdoptedPacketEndpoint(SingleUse):
     def __init__(
         self, reactor: Any, sock: socket.socket, maxPacketSize: int = DEFAULT_MAX_FRAME_SIZE
     ) -> None:
-        _checkSize(maxPacketSize)
+        checkPacketSize(maxPacketSize)
         self.reactor = reactor
         self.socket = sock
         self.maxPacketSize = maxPacketSize
@@ -437,19 +445,14 @@ class AdoptedPacketEndpoint(SingleUse):
         )
 
 
-def _checkSize(maxPacketSize: int) -> None:
-    if not isinstance(maxPacketSize, int) or isinstance(maxPacketSize, bool) or maxPacketSize < 1:
-        raise ValueError(f"maxPacketSize must be a positive integer, not {maxPacketSize!r}")
-
-
 # ---- the string form ----------------------------------------------------------------------
 
 _ETHERTYPE_NAMES = {"all": ETH_P_ALL, "ip": ETH_P_IP, "arp": ETH_P_ARP, "ipv6": ETH_P_IPV6}
-_PACKET_ARGUMENTS = ("ethertype", "interface", "maxPacketSize")
+_PACKET_ARGUMENTS = ("ethertype", "device", "maxPacketSize")
 _PACKET_KEYWORDS = (
-    ("cooked", "promiscuous", "filter") + HELPER_KEYWORDS + option_keywords(PacketRequest)
+    ("cooked", "promiscuous", "filter") + HELPER_KEYWORDS + optionKeywords(PacketRequest)
 )
-_USAGE = "procket:packet:ETHERTYPE[:interface=NAME][:cooked=yes][:promiscuous=yes][:filter=BPF]"
+_USAGE = "procket:packet:ETHERTYPE[:device=NAME][:cooked=yes][:promiscuous=yes][:filter=BPF]"
 
 
 def _ethertype(where: str, text: str) -> int:
@@ -500,7 +503,8 @@ def parseFilter(text: str) -> Tuple[Instruction, ...]:
 
 def packetEndpointFromString(reactor: Any, description: str) -> ProcketPacketEndpoint:
     """
-    The packet endpoint for C{procket:packet:ETHERTYPE[:interface=NAME][:maxPacketSize=N]}
+    The packet endpoint for C{procket:packet:ETHERTYPE[:device=NAME][:maxPacketSize=N]}
+    (C{interface=NAME}, the keyword's name before 0.2, is still taken, with a DeprecationWarning)
     with the keywords C{cooked}, C{promiscuous} (yes or no), C{filter} (see L{parseFilter}),
     C{progname}, C{timeout}, and the socket options C{mark}, C{priority},
     C{forceReceiveBuffer}, C{forceSendBuffer}. ETHERTYPE is hexadecimal (C{0x806}), decimal
@@ -509,27 +513,30 @@ def packetEndpointFromString(reactor: Any, description: str) -> ProcketPacketEnd
     @raise ValueError: naming the bad part of a malformed description.
     """
     args, kwargs = splitDescription(description)
+    if "interface" in kwargs:
+        warnings.warn("procket:packet:...:interface= is now device=", DeprecationWarning, 2)
+        kwargs.setdefault("device", kwargs.pop("interface"))
     if args[:2] != [PREFIX, "packet"]:
         raise ValueError(f"{description!r} is not a packet endpoint: use {_USAGE}")
     where = f"{PREFIX}:packet"
     values = bind(where, _PACKET_ARGUMENTS, args[2:], kwargs, _PACKET_KEYWORDS, "0x806 (or arp)")
     ethertype = _ethertype(where, values["ethertype"])
-    interface = values.get("interface") or None
-    if "interface" in values and interface is None:
-        raise ValueError(f"{where}: interface is empty; leave it out for every interface")
+    device = values.get("device") or None
+    if "device" in values and device is None:
+        raise ValueError(f"{where}: device is empty; leave it out for every interface")
     size = number(
         where, "maxPacketSize", values.get("maxPacketSize", str(DEFAULT_MAX_FRAME_SIZE)), 1, 1 << 20
     )
     program = None
     if "filter" in values:
         program = checked(where, lambda: parseFilter(values["filter"]))
-    options = {**helper_options(where, values), **socket_options(where, values)}
+    options = {**helperOptions(where, values), **socketOptions(where, values)}
     return checked(
         where,
         lambda: ProcketPacketEndpoint(
             reactor,
             ethertype,
-            interface,
+            device,
             size,
             cooked=flag(where, "cooked", values.get("cooked")),
             promiscuous=flag(where, "promiscuous", values.get("promiscuous")),

@@ -43,10 +43,10 @@ from .strings import (
     bind,
     checked,
     flag,
-    helper_options,
+    helperOptions,
     number,
-    option_keywords,
-    socket_options,
+    optionKeywords,
+    socketOptions,
     splitDescription,
 )
 
@@ -64,9 +64,9 @@ _TLS_ARGUMENTS = (
 )  # fmt: skip
 _DATAGRAM_ARGUMENTS = ("port", "interface", "maxPacketSize")
 _RAW_ARGUMENTS = ("protocol", "interface", "maxPacketSize")
-_KEYWORDS_EVERYWHERE = HELPER_KEYWORDS + option_keywords(SocketRequest)
+_KEYWORDS_EVERYWHERE = HELPER_KEYWORDS + optionKeywords(SocketRequest)
 #: The keywords a raw socket takes: the helper's, the socket options it takes, and its own.
-_RAW_KEYWORDS = HELPER_KEYWORDS + option_keywords(RawRequest) + ("headerIncluded",)
+_RAW_KEYWORDS = HELPER_KEYWORDS + optionKeywords(RawRequest) + ("headerIncluded",)
 _USAGE = (
     "use procket:tcp:PORT, procket:tcp6:PORT or procket:ssl:PORT:privateKey=KEY:certKey=CERT "
     "(and procket:udp:PORT with datagramEndpointFromString)"
@@ -80,7 +80,7 @@ def _interface(where: str, values: Dict[str, str], ipv6: bool) -> str:
     return interface
 
 
-def _stream_endpoint(
+def _streamEndpoint(
     reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str], where: str = ""
 ) -> Any:
     where = where or f"{PREFIX}:{protocol}"
@@ -88,16 +88,16 @@ def _stream_endpoint(
     port = number(where, "port", values["port"], 0, 65535)
     backlog = number(where, "backlog", values.get("backlog", str(DEFAULT_STREAM_BACKLOG)), 0, 65535)
     interface = _interface(where, values, protocol == "tcp6")
-    options = {**helper_options(where, values), **socket_options(where, values)}
+    options = {**helperOptions(where, values), **socketOptions(where, values)}
     return checked(
         where, lambda: ProcketServerEndpoint(reactor, port, interface, backlog, **options)
     )
 
 
-def _tls_endpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> Any:
+def _tlsEndpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> Any:
     where = f"{PREFIX}:ssl"
     values = bind(where, _TLS_ARGUMENTS, args, kwargs, _KEYWORDS_EVERYWHERE, "80", "interface")
-    stream = _stream_endpoint(
+    stream = _streamEndpoint(
         reactor,
         "tcp",
         [],
@@ -124,7 +124,7 @@ def _tls_endpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> 
     return TLSServerEndpoint(stream, contextFactory)
 
 
-def _datagram_endpoint(
+def _datagramEndpoint(
     reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str]
 ) -> Any:
     where = f"{PREFIX}:{protocol}"
@@ -133,14 +133,14 @@ def _datagram_endpoint(
     size = values.get("maxPacketSize", str(DEFAULT_MAX_PACKET_SIZE))
     maxPacketSize = number(where, "maxPacketSize", size, 1, 65535)
     interface = _interface(where, values, protocol == "udp6")
-    options = {**helper_options(where, values), **socket_options(where, values)}
+    options = {**helperOptions(where, values), **socketOptions(where, values)}
     return checked(
         where,
         lambda: ProcketDatagramServerEndpoint(reactor, port, interface, maxPacketSize, **options),
     )
 
 
-def _raw_endpoint(
+def _rawEndpoint(
     reactor: Any, kind: str, args: Sequence[str], kwargs: Dict[str, str]
 ) -> RawEndpoint:
     where = f"{PREFIX}:{kind}"
@@ -165,7 +165,7 @@ def _raw_endpoint(
     size = values.get("maxPacketSize", str(RAW_MAX_PACKET_SIZE))
     maxPacketSize = number(where, "maxPacketSize", size, 1, RAW_MAX_PACKET_SIZE)
     headerIncluded = flag(where, "headerIncluded", values.get("headerIncluded"))
-    options = {**helper_options(where, values), **socket_options(where, values)}
+    options = {**helperOptions(where, values), **socketOptions(where, values)}
     options["family"] = "inet6" if ipv6 else "inet"
     options["headerIncluded"] = headerIncluded
     endpoint: RawEndpoint = checked(
@@ -193,9 +193,9 @@ class ProcketServerParser:
         protocol, rest = str(args[0]), [str(arg) for arg in args[1:]]
         options = {key: str(value) for key, value in kwargs.items()}
         if protocol in ("tcp", "tcp6"):
-            return _stream_endpoint(reactor, protocol, rest, options)  # type: ignore[no-any-return]
+            return _streamEndpoint(reactor, protocol, rest, options)  # type: ignore[no-any-return]
         if protocol == "ssl":
-            return _tls_endpoint(reactor, rest, options)  # type: ignore[no-any-return]
+            return _tlsEndpoint(reactor, rest, options)  # type: ignore[no-any-return]
         if protocol in ("udp", "udp6", "raw", "raw6"):
             raise ValueError(
                 f"{PREFIX}:{protocol} is a datagram endpoint, and Twisted's stream endpoint "
@@ -219,7 +219,7 @@ def datagramEndpointFromString(reactor: Any, description: str) -> IDatagramServe
     """
     args, kwargs = splitDescription(description)
     if len(args) >= 2 and args[0] == PREFIX and args[1] in ("raw", "raw6"):
-        return _raw_endpoint(reactor, args[1], args[2:], kwargs)
+        return _rawEndpoint(reactor, args[1], args[2:], kwargs)
     if len(args) >= 2 and args[0] == PREFIX and args[1] in ("packet", "tun", "tap"):
         # Imported here: they bring twisted.pair, which the plugin's import need not load.
         from .packet import packetEndpointFromString
@@ -233,7 +233,7 @@ def datagramEndpointFromString(reactor: Any, description: str) -> IDatagramServe
             "procket:udp6:PORT, procket:raw:PROTOCOL, procket:raw6:PROTOCOL, "
             "procket:packet:ETHERTYPE, procket:tun or procket:tap"
         )
-    return _datagram_endpoint(reactor, args[1], args[2:], kwargs)  # type: ignore[no-any-return]
+    return _datagramEndpoint(reactor, args[1], args[2:], kwargs)  # type: ignore[no-any-return]
 
 
 #: What each protocol takes in a socket description, in order.
@@ -266,14 +266,14 @@ def socketRequestFromString(
         )
     protocol = args[0]
     where = f"{PREFIX}:{protocol}"
-    keywords = option_keywords(SocketRequest) + tuple(extraKeywords)
+    keywords = optionKeywords(SocketRequest) + tuple(extraKeywords)
     values = bind(where, _SOCKET_ARGUMENTS[protocol], args[1:], kwargs, keywords, "80", "interface")
     port = number(where, "port", values["port"], 0, 65535)
     interface = _interface(where, values, protocol.endswith("6"))
     backlog = None
     if "backlog" in values:
         backlog = number(where, "backlog", values["backlog"], 0, 65535)
-    options = socket_options(where, values)
+    options = socketOptions(where, values)
     request = checked(
         where,
         lambda: SocketRequest(port, protocol.rstrip("6"), interface or None, backlog, **options),

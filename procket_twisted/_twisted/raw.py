@@ -33,7 +33,7 @@ from zope.interface import implementer
 from .._client.api import DEFAULT_TIMEOUT
 from .._client.locate import Progname
 from .._client.raw import PROTOCOL_NUMBERS, RawRequest
-from .endpoints import SingleUse, _HelperEndpoint
+from .endpoints import SingleUse, _HelperEndpoint, checkPacketSize
 from .interfaces import IDatagramServerEndpoint
 
 __all__ = [
@@ -59,18 +59,6 @@ _ANCILLARY_SIZE = socket.CMSG_SPACE(struct.calcsize("=i"))
 _MAX_THROUGHPUT = 256 * 1024
 
 RawTarget = Union[str, Tuple[Any, ...]]
-
-
-def _check_size(maxPacketSize: Any) -> None:
-    if (
-        not isinstance(maxPacketSize, int)
-        or isinstance(maxPacketSize, bool)
-        or not 1 <= maxPacketSize <= RAW_MAX_PACKET_SIZE
-    ):
-        raise ValueError(
-            f"maxPacketSize must be an integer from 1 to {RAW_MAX_PACKET_SIZE}, "
-            f"not {maxPacketSize!r}"
-        )
 
 
 @implementer(IAddress)
@@ -131,7 +119,7 @@ class RawPort:
                 f"a raw port needs an IPv4 or IPv6 raw socket, not {sock.family.name} "
                 f"{sock.type.name}"
             )
-        _check_size(maxPacketSize)
+        checkPacketSize(maxPacketSize, RAW_MAX_PACKET_SIZE)
         if reactor is None:
             from twisted.internet import reactor as default
 
@@ -226,7 +214,7 @@ class RawPort:
             except InterruptedError:  # pragma: no cover - Python retries EINTR itself
                 continue
             read += len(packet)
-            self.receivedHopLimit = _hop_limit(ancillary)
+            self.receivedHopLimit = _hopLimit(ancillary)
             try:
                 self.protocol.datagramReceived(packet, (_host(address), 0))
             except Exception:
@@ -298,7 +286,7 @@ class RawPort:
         return bool(self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST))
 
 
-def _hop_limit(ancillary: Sequence[Tuple[int, int, bytes]]) -> Optional[int]:
+def _hopLimit(ancillary: Sequence[Tuple[int, int, bytes]]) -> Optional[int]:
     for level, kind, data in ancillary:
         if (level, kind) in ((socket.IPPROTO_IP, _IP_TTL), (socket.IPPROTO_IPV6, _IPV6_HOPLIMIT)):
             if len(data) >= 4:
@@ -364,7 +352,7 @@ class RawEndpoint(_HelperEndpoint):
         @raise ValueError: naming the bad argument.
         """
         self._raw = RawRequest(ipProtocol, interface or None, family, headerIncluded, **options)
-        _check_size(maxPacketSize)
+        checkPacketSize(maxPacketSize, RAW_MAX_PACKET_SIZE)
         super().__init__(reactor, self._raw, progname, timeout, direct)
         self._maxPacketSize = maxPacketSize
 
@@ -389,7 +377,7 @@ class AdoptedRawEndpoint(SingleUse):
     def __init__(
         self, reactor: Any, sock: socket.socket, maxPacketSize: int = RAW_MAX_PACKET_SIZE
     ) -> None:
-        _check_size(maxPacketSize)
+        checkPacketSize(maxPacketSize, RAW_MAX_PACKET_SIZE)
         self.reactor = reactor
         self.socket = sock
         self.maxPacketSize = maxPacketSize

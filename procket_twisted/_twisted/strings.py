@@ -23,9 +23,9 @@ __all__ = [
     "number",
     "flag",
     "checked",
-    "helper_options",
-    "option_keywords",
-    "socket_options",
+    "helperOptions",
+    "optionKeywords",
+    "socketOptions",
 ]
 
 PREFIX = "procket"
@@ -145,7 +145,7 @@ def checked(where: str, build: Callable[[], _T]) -> _T:
         raise ValueError(f"{where}: {problem}") from None
 
 
-def helper_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
+def helperOptions(where: str, values: Dict[str, str]) -> Dict[str, Any]:
     """C{progname} and C{timeout} of VALUES, as keyword arguments."""
     options: Dict[str, Any] = {"progname": values.get("progname") or None}
     timeout = values.get("timeout")
@@ -161,12 +161,12 @@ def helper_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
     return options
 
 
-def option_keywords(kind: type) -> Tuple[str, ...]:
+def optionKeywords(kind: type) -> Tuple[str, ...]:
     """The socket option keywords a kind of request (L{SocketRequest}, L{RawRequest}...) takes."""
     return tuple(option.keyword for option in options_taken_by(kind))
 
 
-def socket_options(where: str, values: Dict[str, str]) -> Dict[str, Any]:
+def socketOptions(where: str, values: Dict[str, str]) -> Dict[str, Any]:
     """The socket option keywords of VALUES, as request keyword arguments."""
     options: Dict[str, Any] = {}
     for option in OPTIONS:

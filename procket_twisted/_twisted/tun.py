@@ -37,10 +37,9 @@ from .._client.api import DEFAULT_TIMEOUT
 from .._client.errors import ProcketError
 from .._client.locate import Progname
 from .._client.tun import TUN_DEVICE, TunDevice, TunRequest, interface_of
-from .endpoints import SingleUse, _HelperEndpoint
+from .endpoints import SingleUse, _HelperEndpoint, checkPacketSize
 from .interfaces import IDatagramServerEndpoint
-from .packet import _checkSize
-from .strings import PREFIX, bind, checked, flag, helper_options, number, splitDescription
+from .strings import PREFIX, bind, checked, flag, helperOptions, number, splitDescription
 
 __all__ = [
     "TunnelIPProtocol",
@@ -230,7 +229,7 @@ class ProcketTunnelEndpoint(_HelperEndpoint):
         @raise ValueError, TypeError: for a bad argument.
         """
         request = TunRequest(mode, name, address, up)
-        _checkSize(maxPacketSize)
+        checkPacketSize(maxPacketSize)
         super().__init__(reactor, request, progname, timeout, direct)
         self._maxPacketSize = maxPacketSize
 
@@ -266,7 +265,7 @@ class AdoptedTunnelEndpoint(SingleUse):
     def __init__(
         self, reactor: Any, device: TunDevice, maxPacketSize: int = DEFAULT_MAX_TUNNEL_PACKET_SIZE
     ) -> None:
-        _checkSize(maxPacketSize)
+        checkPacketSize(maxPacketSize)
         self.reactor = reactor
         self.device = device
         self.maxPacketSize = maxPacketSize
@@ -313,7 +312,7 @@ def tunEndpointFromString(reactor: Any, description: str) -> ProcketTunnelEndpoi
         1,
         1 << 20,
     )
-    options = helper_options(where, values)
+    options = helperOptions(where, values)
     return checked(
         where,
         lambda: ProcketTunnelEndpoint(
