@@ -26,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import procket_twisted
 import procket_twisted._client.api
 import procket_twisted._client.direct
+import procket_twisted._client.exchange
 import procket_twisted._client.request
 import procket_twisted._client.spawn
 from procket_twisted import (
@@ -628,7 +629,7 @@ class LeastPrivilegeTests(ClientTestCase):
         def denied(request: SocketRequest, index: int = 1) -> socket.socket:
             raise SocketError("denied", errno=errno.EACCES, step="bind", index=index)
 
-        self.patch(procket_twisted._client.api, "open_directly", denied)
+        self.patch(procket_twisted._client.exchange, "open_directly", denied)
         sock = self.listen(0, ip="127.0.0.1", direct=True)
         self.assertEqual(sock.type, socket.SOCK_STREAM)
         self.assertEqual(len(runs()), 1)

@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Optional
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
-from procket_twisted._twisted.pacer import MAX_RUNNING, SLOW_HELPER, SpawnPacer, pacer_for
+from procket_twisted._twisted.pacer import MAX_RUNNING, SLOW_HELPER, SpawnPacer, pacerFor
 
 
 class TurnClock(task.Clock):
@@ -67,7 +67,7 @@ class PacerTests(SynchronousTestCase):
     def pacer(self, limit: int) -> SpawnPacer:
         return SpawnPacer(self.clock, limit)
 
-    def test_onePerTurn(self) -> None:
+    def test_one_per_turn(self) -> None:
         """Jobs queued in one turn run one per turn, in order, even with places free."""
         pacer = self.pacer(limit=10)
         for number in range(3):
@@ -98,7 +98,7 @@ class PacerTests(SynchronousTestCase):
         self.clock.turn()
         self.assertEqual(self.jobs.ran, [0, 1, 2])
 
-    def test_notStarted(self) -> None:
+    def test_not_started(self) -> None:
         """A job that started no helper (cancelled, or failed to start) takes no place."""
         pacer = self.pacer(limit=1)
         pacer.start(self.jobs.job(0, started=False))
@@ -108,7 +108,7 @@ class PacerTests(SynchronousTestCase):
         self.clock.turn()
         self.assertEqual((self.jobs.ran, pacer.running), ([0, 1], 1))
 
-    def test_slowHelperGivesBackItsPlace(self) -> None:
+    def test_slow_helper_gives_back_its_place(self) -> None:
         """
         A helper still running after SLOW_HELPER seconds no longer holds its place; its end
         later changes nothing, and no timer is left pending once every helper has ended.
@@ -128,7 +128,7 @@ class PacerTests(SynchronousTestCase):
         self.assertEqual(pacer.running, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_raisingJob(self) -> None:
+    def test_raising_job(self) -> None:
         """A job that raises takes no place; the queue goes on in the next turn."""
         pacer = self.pacer(limit=1)
 
@@ -142,9 +142,9 @@ class PacerTests(SynchronousTestCase):
         self.clock.turn()
         self.assertEqual(self.jobs.ran, [1])
 
-    def test_onePacerPerReactor(self) -> None:
+    def test_one_pacer_per_reactor(self) -> None:
         """Each reactor has its own pacer, with the default limit, at least one."""
         other = TurnClock()
-        self.assertIs(pacer_for(self.clock), pacer_for(self.clock))
-        self.assertIsNot(pacer_for(self.clock), pacer_for(other))
+        self.assertIs(pacerFor(self.clock), pacerFor(self.clock))
+        self.assertIsNot(pacerFor(self.clock), pacerFor(other))
         self.assertGreaterEqual(MAX_RUNNING, 1)

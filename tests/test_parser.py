@@ -135,23 +135,23 @@ class StreamStringTests(SynchronousTestCase):
         self.assertEqual(self.parse("procket:tcp:0")._request.port, 0)
         self.assertEqual(self.parse("procket:tcp:65535:backlog=0")._request.port, 65535)
 
-    def test_tcp6Escaped(self) -> None:
+    def test_tcp6_escaped(self) -> None:
         """``procket:tcp6`` takes an IPv6 interface with its colons escaped: an AF_INET6 request."""
         endpoint = self.parse("procket:tcp6:443:interface=\\:\\:1")
         self.assertRequest(endpoint, SocketRequest(443, "tcp", "::1", 50))
         self.assertEqual(endpoint._request.family, socket.AF_INET6)
 
-    def test_tcp6Default(self) -> None:
+    def test_tcp6_default(self) -> None:
         """``procket:tcp6:443`` listens on every IPv6 address (``::``), like Twisted's tcp6:."""
         endpoint = self.parse("procket:tcp6:443")
         self.assertRequest(endpoint, SocketRequest(443, "tcp", "::", 50))
 
-    def test_tcpWithIPv6Interface(self) -> None:
+    def test_tcp_with_ipv6_interface(self) -> None:
         """``procket:tcp`` with an IPv6 interface asks for an IPv6 socket (the address decides)."""
         endpoint = self.parse("procket:tcp:80:interface=\\:\\:1")
         self.assertEqual(endpoint._request.family, socket.AF_INET6)
 
-    def test_prognameAndTimeout(self) -> None:
+    def test_progname_and_timeout(self) -> None:
         """The progname and timeout keywords reach the endpoint unchanged (timeout as seconds)."""
         endpoint = self.parse(
             "procket:tcp:80:progname=sudo -n /opt/procket/helper:timeout=2.5:interface=127.0.0.1"
@@ -160,13 +160,13 @@ class StreamStringTests(SynchronousTestCase):
         self.assertEqual(endpoint._progname, "sudo -n /opt/procket/helper")
         self.assertEqual(endpoint._timeout, 2.5)
 
-    def test_prognameWithEscapedColon(self) -> None:
+    def test_progname_with_escaped_colon(self) -> None:
         """A progname containing a colon is given escaped and arrives whole."""
         endpoint = self.parse("procket:tcp:80:progname=/opt/a\\:b/helper:timeout=1")
         self.assertEqual(endpoint._progname, "/opt/a:b/helper")
         self.assertEqual(endpoint._timeout, 1.0)
 
-    def test_emptyProgname(self) -> None:
+    def test_empty_progname(self) -> None:
         """An empty progname means the default helper lookup, as if it were not given."""
         self.assertIsNone(self.parse("procket:tcp:80:progname=")._progname)
 
@@ -214,7 +214,7 @@ class TLSStringTests(SynchronousTestCase):
             endpoint._contextFactory.certificate.digest("sha256"), expected.digest("sha256")
         )
 
-    def test_sslStreamKeywords(self) -> None:
+    def test_ssl_stream_keywords(self) -> None:
         """ssl's interface, backlog, progname and timeout reach the wrapped TCP endpoint."""
         endpoint = self.parse(
             f"procket:ssl:443:privateKey={escaped(self.keyPath)}:certKey={escaped(self.certPath)}"
@@ -225,7 +225,7 @@ class TLSStringTests(SynchronousTestCase):
         self.assertEqual(wrapped._progname, "/opt/helper")
         self.assertEqual(wrapped._timeout, 3.0)
 
-    def test_sslOneFile(self) -> None:
+    def test_ssl_one_file(self) -> None:
         """Without certKey, the privateKey file holds both, as with Twisted's ssl:."""
         combined = os.path.join(os.path.dirname(self.keyPath), "both.pem")
         with open(combined, "wb") as both:
@@ -235,7 +235,7 @@ class TLSStringTests(SynchronousTestCase):
         endpoint = self.parse(f"procket:ssl:443:privateKey={escaped(combined)}")
         self.assertIsInstance(endpoint, TLSServerEndpoint)
 
-    def test_sslMissingKeyFile(self) -> None:
+    def test_ssl_missing_key_file(self) -> None:
         """A key file that does not exist is a ValueError naming the file, at parse time."""
         missing = os.path.join(os.path.dirname(self.keyPath), "absent-key.pem")
         error = self.assertRaises(
@@ -246,7 +246,7 @@ class TLSStringTests(SynchronousTestCase):
         self.assertIn(missing, str(error))
         self.assertIn("procket:ssl", str(error))
 
-    def test_sslMissingCertFile(self) -> None:
+    def test_ssl_missing_cert_file(self) -> None:
         """A certificate file that does not exist is a ValueError naming that file."""
         missing = os.path.join(os.path.dirname(self.keyPath), "absent-cert.pem")
         error = self.assertRaises(
@@ -256,7 +256,7 @@ class TLSStringTests(SynchronousTestCase):
         )
         self.assertIn(missing, str(error))
 
-    def test_sslBadMaterial(self) -> None:
+    def test_ssl_bad_material(self) -> None:
         """A key file that is not PEM is a ValueError that says the TLS material is bad."""
         error = self.assertRaises(
             ValueError,
@@ -266,7 +266,7 @@ class TLSStringTests(SynchronousTestCase):
         self.assertIn("procket:ssl", str(error))
         self.assertIn("TLS", str(error))
 
-    def test_sslBadMethod(self) -> None:
+    def test_ssl_bad_method(self) -> None:
         """An sslmethod OpenSSL does not have is a ValueError naming it."""
         error = self.assertRaises(
             ValueError,
@@ -276,7 +276,7 @@ class TLSStringTests(SynchronousTestCase):
         )
         self.assertIn("NO_SUCH_METHOD", str(error))
 
-    def test_sslUnknownKeyword(self) -> None:
+    def test_ssl_unknown_keyword(self) -> None:
         """A keyword neither ssl: nor procket knows is a ValueError naming it."""
         error = self.assertRaises(
             ValueError,
@@ -285,7 +285,7 @@ class TLSStringTests(SynchronousTestCase):
         )
         self.assertIn("'cipher'", str(error))
 
-    def test_sslBadPortNamesSsl(self) -> None:
+    def test_ssl_bad_port_names_ssl(self) -> None:
         """
         A bad port in an ssl string is a ValueError naming the port and the ``procket:ssl`` form
         that was written (not ``procket:tcp``, which the user never wrote).
@@ -298,7 +298,7 @@ class TLSStringTests(SynchronousTestCase):
         self.assertIn("'8o'", str(error))
         self.assertIn("procket:ssl", str(error))
 
-    def test_twistedParseSSLSignature(self) -> None:
+    def test_twisted_parse_sslsignature(self) -> None:
         """
         Twisted's private ``_parseSSL``, which builds the TLS context, still takes a factory and
         then every keyword the parser hands it, with the defaults the parser's ssl: relies on.
@@ -330,18 +330,18 @@ class MalformedStringTests(SynchronousTestCase):
             self.assertIn(fragment, message, f"{description!r} gave {message!r}")
         return message
 
-    def test_unknownProtocol(self) -> None:
+    def test_unknown_protocol(self) -> None:
         """An unknown protocol is named, and the message says which forms exist."""
         message = self.assertBad("procket:sctp:80", "'sctp'")
         self.assertIn("procket:tcp:PORT", message)
 
-    def test_badPorts(self) -> None:
+    def test_bad_ports(self) -> None:
         """A port that is not a plain decimal number from 0 to 65535 is named."""
         for port in ("8o", "-1", "65536", "080", "", " 80", "8.0", "0x50", "1e3"):
             self.assertBad(f"procket:tcp:{port}", f"port {port!r}")
             self.assertBad(f"procket:tcp:port={port}", f"port {port!r}")
 
-    def test_optionLimitsAgree(self) -> None:
+    def test_option_limits_agree(self) -> None:
         """
         An option's range is one fact: a word and a number out of range give the same bounds,
         those of the Python request (forced buffer sizes from 1, not 0).
@@ -350,7 +350,7 @@ class MalformedStringTests(SynchronousTestCase):
             self.assertBad(f"procket:tcp:80:forceReceiveBuffer={value}", "from 1 to 1073741823")
         self.assertBad("procket:tcp:80:mark=4294967296", "from 0 to 4294967295")
 
-    def test_nonASCIIDigits(self) -> None:
+    def test_non_asciidigits(self) -> None:
         """
         Digits other than ASCII 0-9 (a superscript two, fullwidth digits) are not a port: the
         usual message names them, instead of int()'s bare error or a silently chosen port 12.
@@ -358,41 +358,41 @@ class MalformedStringTests(SynchronousTestCase):
         for port in ("\N{SUPERSCRIPT TWO}", "\N{FULLWIDTH DIGIT ONE}\N{FULLWIDTH DIGIT TWO}"):
             self.assertBad(f"procket:tcp:{port}", "procket:tcp", f"port {port!r}")
 
-    def test_badBacklog(self) -> None:
+    def test_bad_backlog(self) -> None:
         """A backlog that is not a number from 0 to 65535 is named."""
         self.assertBad("procket:tcp:80:backlog=x", "backlog 'x'")
         self.assertBad("procket:tcp:80:127.0.0.1:65536", "backlog '65536'")
 
-    def test_badInterface(self) -> None:
+    def test_bad_interface(self) -> None:
         """A host name, or anything else that is not a numeric address, is named."""
         self.assertBad("procket:tcp:80:interface=localhost", "'localhost'", "procket:tcp")
         self.assertBad("procket:tcp:80:300.1.1.1", "'300.1.1.1'")
 
-    def test_unknownKeyword(self) -> None:
+    def test_unknown_keyword(self) -> None:
         """An unknown keyword is named, and the message lists the known ones."""
         message = self.assertBad("procket:tcp:80:colour=blue", "'colour'")
         for known in ("interface", "backlog", "progname", "timeout"):
             self.assertIn(known, message)
 
-    def test_givenTwice(self) -> None:
+    def test_given_twice(self) -> None:
         """A value given both by position and by keyword is named."""
         self.assertBad("procket:tcp:80:port=81", "port", "twice")
         self.assertBad("procket:tcp:80:127.0.0.1:interface=127.0.0.2", "interface", "twice")
 
-    def test_tooManyPositional(self) -> None:
+    def test_too_many_positional(self) -> None:
         """A positional value beyond port, interface and backlog is named."""
         self.assertBad("procket:tcp:80:127.0.0.1:10:extra", "'extra'")
 
-    def test_udpIsNotAStream(self) -> None:
+    def test_udp_is_not_a_stream(self) -> None:
         """``procket:udp`` given to serverFromString points at datagramEndpointFromString."""
         self.assertBad("procket:udp:53", "datagramEndpointFromString", "procket:udp")
         self.assertBad("procket:udp6:53", "datagramEndpointFromString", "procket:udp6")
 
-    def test_tcp6WithIPv4Interface(self) -> None:
+    def test_tcp6_with_ipv4_interface(self) -> None:
         """tcp6 with an IPv4 interface names the interface."""
         self.assertBad("procket:tcp6:443:interface=127.0.0.1", "'127.0.0.1'", "IPv6")
 
-    def test_unescapedIPv6Interface(self) -> None:
+    def test_unescaped_ipv6_interface(self) -> None:
         """
         An IPv6 interface written without escaping its colons (``interface=::1``, which Twisted's
         splitter cuts into pieces) is a ValueError that says the colons need escaping, as in
@@ -400,14 +400,14 @@ class MalformedStringTests(SynchronousTestCase):
         """
         self.assertBad("procket:tcp6:443:interface=::1", "interface", "\\:")
 
-    def test_badTimeout(self) -> None:
+    def test_bad_timeout(self) -> None:
         """A timeout that is not a positive number of seconds is named."""
         self.assertBad("procket:tcp:80:timeout=0", "timeout", "'0'")
         self.assertBad("procket:tcp:80:timeout=-1", "timeout", "'-1'")
         self.assertBad("procket:tcp:80:timeout=abc", "timeout", "'abc'")
         self.assertBad("procket:tcp:80:timeout=nan", "timeout", "'nan'")
 
-    def test_infiniteTimeout(self) -> None:
+    def test_infinite_timeout(self) -> None:
         """
         A timeout no clock can wait for (``inf``, or one beyond the 24.8 days ``poll`` takes) is
         named at parse time, instead of failing a listen before the reactor runs (twistd's
@@ -417,19 +417,19 @@ class MalformedStringTests(SynchronousTestCase):
         self.assertBad("procket:tcp:80:timeout=1e300", "timeout", "'1e300'")
         self.assertBad("procket:tcp:80:timeout=3000000", "timeout", "'3000000'")
 
-    def test_missingPort(self) -> None:
+    def test_missing_port(self) -> None:
         """A string without a port says so."""
         self.assertBad("procket:tcp", "no port")
         self.assertBad("procket:tcp:interface=127.0.0.1", "no port")
         self.assertBad("procket:tcp6", "no port")
         self.assertBad("procket:ssl", "no port")
 
-    def test_prefixAlone(self) -> None:
+    def test_prefix_alone(self) -> None:
         """``procket`` alone says a protocol is missing and which ones exist."""
         message = self.assertBad("procket", "no protocol")
         self.assertIn("procket:tcp:PORT", message)
 
-    def test_badKeywordOnHelperOptionsOnly(self) -> None:
+    def test_bad_keyword_on_helper_options_only(self) -> None:
         """Keywords that belong to ssl: only are unknown for tcp: and named."""
         self.assertBad("procket:tcp:80:privateKey=key.pem", "'privateKey'")
 
@@ -463,7 +463,7 @@ class DatagramStringTests(SynchronousTestCase):
         self.assertEqual(endpoint._timeout, DEFAULT_TIMEOUT)
         self.assertTrue(verifyObject(IDatagramServerEndpoint, endpoint))
 
-    def test_positionalAndKeywords(self) -> None:
+    def test_positional_and_keywords(self) -> None:
         """Port, interface and maxPacketSize work by position and by keyword."""
         for description in (
             "procket:udp:53:127.0.0.1:512",
@@ -480,13 +480,13 @@ class DatagramStringTests(SynchronousTestCase):
         self.assertEqual(endpoint._request, SocketRequest(53, "udp", "::1"))
         self.assertEqual(endpoint._request.family, socket.AF_INET6)
 
-    def test_prognameAndTimeout(self) -> None:
+    def test_progname_and_timeout(self) -> None:
         """progname and timeout reach the datagram endpoint."""
         endpoint = self.parse("procket:udp:53:progname=/opt/helper:timeout=0.25")
         self.assertEqual(endpoint._progname, "/opt/helper")
         self.assertEqual(endpoint._timeout, 0.25)
 
-    def test_notDatagram(self) -> None:
+    def test_not_datagram(self) -> None:
         """A stream or foreign string is refused with the forms that are accepted."""
         self.assertBad("procket:tcp:80", "'procket:tcp:80'", "procket:udp:PORT")
         self.assertBad("udp:53", "procket:udp:PORT")
@@ -525,7 +525,7 @@ class SplitDescriptionTests(SynchronousTestCase):
         self.assertEqual(splitDescription("a\\=b:c"), (["a=b", "c"], {}))
         self.assertEqual(splitDescription("path=C\\\\x"), ([], {"path": "C\\x"}))
 
-    def test_equalsInValue(self) -> None:
+    def test_equals_in_value(self) -> None:
         """Only the first ``=`` makes a keyword; later ones belong to the value."""
         self.assertEqual(splitDescription("key=a=b"), ([], {"key": "a=b"}))
 
@@ -534,18 +534,18 @@ class SplitDescriptionTests(SynchronousTestCase):
         self.assertEqual(splitDescription("a::b:"), (["a", "", "b", ""], {}))
         self.assertEqual(splitDescription(""), ([""], {}))
 
-    def test_loneBackslash(self) -> None:
+    def test_lone_backslash(self) -> None:
         """A trailing lone backslash is a ValueError naming the description."""
         error = self.assertRaises(ValueError, splitDescription, "procket:udp:53\\")
         self.assertIn("procket:udp:53", str(error))
         self.assertIn("backslash", str(error))
 
-    def test_duplicateKeyword(self) -> None:
+    def test_duplicate_keyword(self) -> None:
         """A keyword given twice is a ValueError naming it."""
         error = self.assertRaises(ValueError, splitDescription, "a:key=1:key=2")
         self.assertIn("key is given twice", str(error))
 
-    def test_agreesWithTwisted(self) -> None:
+    def test_agrees_with_twisted(self) -> None:
         """For strings Twisted's own ``_parse`` handles, both split the same way."""
         for description in (
             "procket:tcp:80",
@@ -571,7 +571,7 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(len(parsers), 1, parsers)
         self.assertIsInstance(parsers[0], ProcketServerParser)
 
-    def test_verifyParser(self) -> None:
+    def test_verify_parser(self) -> None:
         """The parser provides IPlugin and IStreamServerEndpointStringParser."""
         from twisted.plugins.procket_twisted_endpoints import procketServerParser
 
@@ -579,7 +579,7 @@ class PluginTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IPlugin, procketServerParser))
         self.assertEqual(procketServerParser.prefix, "procket")
 
-    def test_parserDirectly(self) -> None:
+    def test_parser_directly(self) -> None:
         """The parser can be called as Twisted calls it, with the split string."""
         reactor = MemoryReactor()
         endpoint = ProcketServerParser().parseStreamServer(
@@ -587,7 +587,7 @@ class PluginTests(SynchronousTestCase):
         )
         self.assertEqual(endpoint._request, SocketRequest(80, "tcp", "127.0.0.1", 50))
 
-    def test_datagramInterfaces(self) -> None:
+    def test_datagram_interfaces(self) -> None:
         """Both datagram endpoints provide IDatagramServerEndpoint."""
         reactor = MemoryReactor()
         self.assertTrue(
@@ -600,7 +600,7 @@ class PluginTests(SynchronousTestCase):
             )
         )
 
-    def test_importLight(self) -> None:
+    def test_import_light(self) -> None:
         """
         Importing the plugin module, or the public endpoints module, does not import the reactor
         (which would break ``twistd --reactor=...``).
@@ -615,7 +615,7 @@ class PluginTests(SynchronousTestCase):
             )
             self.assertEqual(result.returncode, 0, f"{module}: {result.stderr}")
 
-    def test_publicNames(self) -> None:
+    def test_public_names(self) -> None:
         """Every public name of procket_twisted.endpoints is the private module's own object."""
         sources = (
             procket_twisted._twisted.batch,

@@ -576,7 +576,7 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
         sock.listen(1)
         return self.received(sock)
 
-    def test_addressWrittenDifferently(self) -> None:
+    def test_address_written_differently(self) -> None:
         """
         An address the kernel writes differently from Python (an IPv4-mapped IPv6 address:
         ``::ffff:127.0.0.1`` against ``::ffff:7f00:1``) still matches its request; another

@@ -199,7 +199,7 @@ class RawPortTests(SynchronousTestCase):
         self.assertIs(port.getHandle(), port.socket)
         self.assertEqual(port.fileno(), port.socket.fileno())
 
-    def test_startListening(self) -> None:
+    def test_start_listening(self) -> None:
         """startListening connects the protocol, makes the socket non-blocking, adds a reader."""
         port, protocol, reactor, _ = self.port()
         self.assertIs(protocol.transport, port)
@@ -234,7 +234,7 @@ class RawPortTests(SynchronousTestCase):
         port.doRead()
         self.assertEqual(protocol.received, [])
 
-    def test_truncates_to_maxPacketSize(self) -> None:
+    def test_truncates_to_max_packet_size(self) -> None:
         """A packet longer than maxPacketSize is delivered truncated, as recvfrom would."""
         port, protocol, _, sender = self.port(maxPacketSize=4)
         sender.send(b"123456")
@@ -261,7 +261,7 @@ class RawPortTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         self.assertIsNone(port.receivedHopLimit)
 
-    def test_stop_from_datagramReceived(self) -> None:
+    def test_stop_from_datagram_received(self) -> None:
         """A protocol that stops listening in datagramReceived gets no further packet."""
         port, protocol, reactor, sender = self.port()
         stopped: List[defer.Deferred[None]] = []
@@ -281,7 +281,7 @@ class RawPortTests(SynchronousTestCase):
         self.successResultOf(stopped[0])
         self.assertEqual(port.fileno(), -1)
 
-    def test_stopListening(self) -> None:
+    def test_stop_listening(self) -> None:
         """
         stopListening removes the reader at once; in the next reactor turn it stops the
         protocol, closes the socket and fires every Deferred it returned. Later calls succeed.
@@ -298,7 +298,7 @@ class RawPortTests(SynchronousTestCase):
         self.successResultOf(port.stopListening())
         self.assertEqual(protocol.stops, 1)
 
-    def test_connectionLost_at_shutdown(self) -> None:
+    def test_connection_lost_at_shutdown(self) -> None:
         """connectionLost (the reactor's, at shutdown) closes once, even while stopping."""
         port, protocol, reactor, _ = self.port()
         stopping = port.stopListening()
@@ -315,7 +315,7 @@ class RawPortTests(SynchronousTestCase):
         self.successResultOf(port.stopListening())
         self.assertRaises(RuntimeError, port.startListening)
 
-    def test_getHost(self) -> None:
+    def test_get_host(self) -> None:
         """getHost is a RawAddress: family, bound address, protocol number (not a UDP port)."""
         port, _, _, _ = self.port()
         host = port.getHost()
@@ -343,7 +343,7 @@ class RawPortTests(SynchronousTestCase):
             error = self.assertRaises(ValueError, RawPort, udp, Recorder(), size, FakeReactor())
             self.assertIn("maxPacketSize", str(error))
 
-    def test_adoptRawSocket(self) -> None:
+    def test_adopt_raw_socket(self) -> None:
         """adoptRawSocket starts listening; when it cannot, it closes the socket."""
         receiver, _ = udpPair(self, socket.AF_INET)
         reactor = FakeReactor()
@@ -662,7 +662,7 @@ class RawStringTests(SynchronousTestCase):
                                   "procket:icmp:1")  # fmt: skip
         self.assertIn("procket:raw:PROTOCOL", str(error))
 
-    def test_datagramService(self) -> None:
+    def test_datagram_service(self) -> None:
         """datagramService takes procket:raw too: its endpoint is a RawEndpoint."""
         protocol = DatagramProtocol()
         service = datagramService("procket:raw:icmp", protocol, MemoryReactor())

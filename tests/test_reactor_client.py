@@ -28,6 +28,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import procket_twisted._client.api
+import procket_twisted._client.exchange
 from procket_twisted import (
     HelperFailedError,
     HelperNotFoundError,
@@ -338,7 +339,7 @@ class AcquireSocketsTests(RealReactorTestCase):
         """
         from twisted.internet import reactor
 
-        self.patch(procket_twisted._client.api, "can_open_directly", lambda r: r.protocol == "tcp")
+        self.patch(procket_twisted._client.exchange, "can_open_directly", lambda r: r.protocol == "tcp")
         runs = self.runLog()
         requests = [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")]
         stream, datagram = yield acquireSockets(reactor, requests, progname=FAKE, direct=True)
@@ -356,7 +357,7 @@ class AcquireSocketsTests(RealReactorTestCase):
         """
         from twisted.internet import reactor
 
-        self.patch(procket_twisted._client.api, "can_open_directly", lambda r: r.protocol == "tcp")
+        self.patch(procket_twisted._client.exchange, "can_open_directly", lambda r: r.protocol == "tcp")
         self.mode("error-bind")
         before = self.snapshot()
         requests = [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")]

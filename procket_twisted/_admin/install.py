@@ -127,7 +127,7 @@ def helper_directory(prefix: str) -> str:
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class _Unsafe(Exception):
+class _UnsafeError(Exception):
     """A directory on the way to the helper is one it would refuse; the message says which."""
 
 
@@ -168,7 +168,7 @@ def _open_directory(parent: int, name: str, path: str) -> int:
     @param path: NAME's full path, for the messages.
     @return: a descriptor for the directory.
     @raise FileNotFoundError: if NAME does not exist.
-    @raise _Unsafe: if NAME is a symbolic link or not a directory.
+    @raise _UnsafeError: if NAME is a symbolic link or not a directory.
     """
     try:
         return os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
@@ -182,12 +182,12 @@ def _open_directory(parent: int, name: str, path: str) -> int:
         except FileNotFoundError:
             info = None
         if info is not None and stat.S_ISLNK(info.st_mode):
-            raise _Unsafe(
+            raise _UnsafeError(
                 f"{path} is a symbolic link; give the real path (realpath {path})"
             ) from None
         if info is not None and not stat.S_ISDIR(info.st_mode):
-            raise _Unsafe(f"{path} is not a directory") from None
-        raise _Unsafe(
+            raise _UnsafeError(f"{path} is not a directory") from None
+        raise _UnsafeError(
             f"{path} changed while install-helper was looking at it (another user is replacing it?)"
         ) from None
 
@@ -195,7 +195,7 @@ def _open_directory(parent: int, name: str, path: str) -> int:
 def _check(descriptor: int, path: str, own: bool) -> None:
     reason = _untrusted_reason(os.fstat(descriptor), path, own)
     if reason is not None:
-        raise _Unsafe(reason)
+        raise _UnsafeError(reason)
 
 
 def _open_helper_directory(directory: str) -> List[Tuple[str, int]]:
@@ -211,7 +211,7 @@ def _open_helper_directory(directory: str) -> List[Tuple[str, int]]:
     and given owner root and mode 755 through its own descriptor. No path is followed twice, so
     no one can redirect a step to another file.
 
-    @raise _Unsafe: when a directory is one the helper would refuse, with the reason and fix.
+    @raise _UnsafeError: when a directory is one the helper would refuse, with the reason and fix.
     """
     parts = [part for part in directory.split("/") if part]
     opened = [("/", os.open("/", _DIRECTORY_FLAGS))]
@@ -236,7 +236,7 @@ def _open_helper_directory(directory: str) -> List[Tuple[str, int]]:
             try:
                 descriptor = _open_directory(parent, name, path)
             except FileNotFoundError:
-                raise _Unsafe(
+                raise _UnsafeError(
                     f"{path} vanished while install-helper was making it (another user is "
                     "changing its parent?)"
                 ) from None
@@ -521,7 +521,7 @@ def install_helper(
     directory = helper_directory(os.path.normpath(prefix))
     try:
         opened = _open_helper_directory(directory)
-    except _Unsafe as error:
+    except _UnsafeError as error:
         raise InstallError(
             f"cannot install under {prefix}: {error}; the helper refuses to run where another "
             "user could replace it or its policy, so fix that or choose another --prefix"

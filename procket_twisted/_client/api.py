@@ -5,18 +5,17 @@ The plain, blocking API: privileged sockets for any Python program, no Twisted n
 from __future__ import annotations
 
 import socket
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Union
 
-from .direct import can_open_directly, open_directly
-from .errors import ProcketError, SocketError
+from .errors import ProcketError
+from .exchange import MAX_TIMEOUT, Exchange, check_batch, check_timeout
 from .kinds import AnyRequest
-from .locate import Progname, find_helper
+from .locate import Progname
 from .packet import Instruction, PacketRequest
 from .raw import RawRequest
 from .request import IPAddressLike, SocketRequest
-from .spawn import run_helper
+from .spawn import exchange
 from .tun import TunDevice, TunRequest
-from .wire import MAX_SOCKETS
 
 __all__ = [
     "listen",
@@ -28,96 +27,10 @@ __all__ = [
     "check_batch",
     "check_timeout",
     "MAX_TIMEOUT",
-    "open_what_needs_no_privilege",
-    "renumber",
-    "close_sockets",
 ]
 
 #: Seconds to wait for the helper. It answers in well under a millisecond; sudo may take longer.
 DEFAULT_TIMEOUT = 5.0
-_DENIED = (1, 13)  # EPERM, EACCES: the direct attempt lacked privilege after all
-_KINDS = (SocketRequest, RawRequest, PacketRequest, TunRequest)
-
-
-#: The longest timeout accepted: a day (poll() and the clocks have limits; no helper needs more).
-MAX_TIMEOUT = 86400.0
-
-
-def check_timeout(timeout: float) -> float:
-    """
-    TIMEOUT as seconds, checked.
-
-    @raise ValueError: unless it is a number more than 0 and at most a day.
-    """
-    if (
-        not isinstance(timeout, (int, float))
-        or isinstance(timeout, bool)
-        or not 0 < timeout <= MAX_TIMEOUT
-    ):
-        raise ValueError(
-            f"timeout must be a number of seconds more than 0 and at most {MAX_TIMEOUT:g}, "
-            f"not {timeout!r}"
-        )
-    return float(timeout)
-
-
-def check_batch(requests: Iterable[AnyRequest], timeout: float) -> List[AnyRequest]:
-    """
-    REQUESTS as a list, checked (1 to 253 requests of any kind, a positive TIMEOUT).
-
-    @raise TypeError: for something that is not a request.
-    @raise ValueError: for a count or timeout out of range.
-    """
-    wanted = list(requests)
-    for request in wanted:
-        if not isinstance(request, _KINDS):
-            raise TypeError(
-                "requests must be SocketRequest, RawRequest, PacketRequest or TunRequest objects, "
-                f"not {type(request).__name__}"
-            )
-    if not 1 <= len(wanted) <= MAX_SOCKETS:
-        raise ValueError(f"ask for 1 to {MAX_SOCKETS} sockets per call, not {len(wanted)}")
-    check_timeout(timeout)
-    return wanted
-
-
-def open_what_needs_no_privilege(
-    wanted: List[AnyRequest], direct: bool
-) -> Tuple[Dict[int, Any], List[int]]:
-    """
-    Open in this process the requests that need no privilege here (when DIRECT), and return them by
-    position, with the positions left for the helper. Closes what it opened if it raises.
-    """
-    opened: Dict[int, Any] = {}
-    privileged: List[int] = []
-    try:
-        for position, request in enumerate(wanted):
-            if not (direct and can_open_directly(request)):
-                privileged.append(position)
-                continue
-            try:
-                opened[position] = open_directly(request, position + 1)
-            except SocketError as error:
-                if error.errno not in _DENIED:
-                    raise
-                privileged.append(position)
-    except BaseException:
-        close_sockets(opened.values())
-        raise
-    return opened, privileged
-
-
-def renumber(error: ProcketError, privileged: List[int]) -> ProcketError:
-    """ERROR with its socket index turned from the helper's numbering into the caller's."""
-    if 1 <= error.index <= len(privileged):
-        error.index = privileged[error.index - 1] + 1
-    return error
-
-
-def close_sockets(sockets: Iterable[Any]) -> None:
-    """Close every socket (or TUN device) of SOCKETS."""
-    for sock in sockets:
-        sock.close()
 
 
 def listen_many(
@@ -141,20 +54,18 @@ def listen_many(
     @raise ProcketError: on any failure; then no socket stays open and no helper is left running.
         C{error.index} is the 1-based position in REQUESTS of the socket that failed (or 0).
     """
-    wanted = check_batch(requests, timeout)
-    opened, privileged = open_what_needs_no_privilege(wanted, direct)
+    batch = Exchange(requests, timeout, direct)
+    if not batch.needs_helper:
+        return batch.sockets()
+    command, argv = batch.helper_command(progname)
     try:
-        if privileged:
-            command = find_helper(progname)
-            try:
-                sockets = run_helper(command, [wanted[p] for p in privileged], timeout)
-            except ProcketError as error:
-                raise renumber(error, privileged) from None
-            opened.update(zip(privileged, sockets))
+        packets, exit_code = exchange(command, argv, timeout)
+    except ProcketError as error:
+        raise batch.fail(error) from None
     except BaseException:
-        close_sockets(opened.values())
+        batch.abandon()
         raise
-    return [opened[position] for position in range(len(wanted))]
+    return batch.finish(command, packets, exit_code)
 
 
 def listen(

@@ -9,9 +9,9 @@ import errno as errnos
 import os
 from typing import Any, Optional, Protocol
 
-from .errors import SocketError
+from .errors import HelperTimeoutError, SocketError
 
-__all__ = ["socket_error", "Described"]
+__all__ = ["socket_error", "helper_timeout", "Described"]
 
 
 class Described(Protocol):
@@ -54,3 +54,13 @@ def socket_error(
     if hint is not None:
         message += f"; {hint}"
     return SocketError(message, errno=code, step=step, index=index, detail=detail)
+
+
+def helper_timeout(timeout: float, killed: bool = True) -> HelperTimeoutError:
+    """The error for a helper that did not answer within TIMEOUT seconds."""
+    fate = "killed" if killed else "left to its own 10-second watchdog"
+    return HelperTimeoutError(
+        f"the helper did not answer within {timeout:g} s and was {fate}; a loaded machine or a "
+        "slow sudo may need a longer timeout",
+        step="timeout",
+    )

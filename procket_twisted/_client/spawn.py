@@ -15,33 +15,24 @@ import signal
 import socket
 import stat
 import threading
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 from .errors import (
     HelperFailedError,
     HelperNotFoundError,
-    HelperTimeoutError,
     PolicyDeniedError,
     ProcketError,
 )
-from .kinds import AnyRequest
+from .failures import helper_timeout
 from .locate import INSTALL_HINT, HelperCommand
-from .reply import sockets_from_reply
-from .wire import Packet, close_fds, helper_arguments, receive_packets
+from .wire import Packet, close_fds, receive_packets
 
 __all__ = [
-    "run_helper",
     "exchange",
     "spawn_error",
-    "helper_argv",
     "start_helper",
     "stop_helper",
 ]
-
-
-def helper_argv(command: HelperCommand, requests: Sequence[AnyRequest]) -> List[str]:
-    """The whole argv of one helper run for REQUESTS."""
-    return list(command.argv) + helper_arguments(requests)
 
 
 def _unsearchable_directory(path: str) -> Optional[str]:
@@ -151,13 +142,7 @@ def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet
         poller.register(pidfd, select.POLLIN)
         if not poller.poll(timeout * 1000):
             reaped = True
-            killed = stop_helper(pid)
-            raise HelperTimeoutError(
-                f"the helper did not answer within {timeout:g} s and was "
-                + ("killed" if killed else "left to its own 10-second watchdog")
-                + "; a loaded machine or a slow sudo may need a longer timeout",
-                step="timeout",
-            )
+            raise helper_timeout(timeout, stop_helper(pid))
         _, status = os.waitpid(pid, 0)
         reaped = True
     except BaseException:
@@ -168,16 +153,6 @@ def _wait(pid: int, channel: socket.socket, timeout: float) -> Tuple[List[Packet
     finally:
         os.close(pidfd)
     return receive_packets(channel, until_answer=True)[0], os.waitstatus_to_exitcode(status)
-
-
-def run_helper(command: HelperCommand, requests: Sequence[AnyRequest], timeout: float) -> List[Any]:
-    """
-    Run the helper once for REQUESTS and return their sockets, in order.
-
-    @raise ProcketError: the typed error for whatever went wrong; nothing is left open or running.
-    """
-    packets, exit_code = exchange(command, helper_argv(command, requests), timeout)
-    return sockets_from_reply(requests, command, packets, exit_code)
 
 
 def exchange(command: HelperCommand, argv: List[str], timeout: float) -> Tuple[List[Packet], int]:

@@ -41,7 +41,7 @@ def _effective_capabilities(euid: int) -> int:
     """
     The effective capability set, read once per effective uid: capabilities change with the uid
     (as when twistd drops root), and a stale "may bind" costs no more than a refused bind, after
-    which the helper is asked (see L{open_what_needs_no_privilege}).
+    which the helper is asked (see L{procket_twisted._client.exchange.Exchange}).
     """
     try:
         return int(process_status_field("CapEff") or "0", 16)

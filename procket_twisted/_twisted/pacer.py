@@ -21,7 +21,7 @@ from typing import Any, Callable, Deque, Optional
 
 from twisted.internet import defer
 
-__all__ = ["MAX_RUNNING", "SLOW_HELPER", "SpawnPacer", "pacer_for"]
+__all__ = ["MAX_RUNNING", "SLOW_HELPER", "SpawnPacer", "pacerFor"]
 
 #: How many helpers one reactor runs at a time: half the CPUs this process may use, at least one.
 MAX_RUNNING = max(1, len(os.sched_getaffinity(0)) // 2)
@@ -87,7 +87,7 @@ class SpawnPacer:
 _pacers: "weakref.WeakKeyDictionary[Any, SpawnPacer]" = weakref.WeakKeyDictionary()
 
 
-def pacer_for(reactor: Any) -> SpawnPacer:
+def pacerFor(reactor: Any) -> SpawnPacer:
     """The pacer of REACTOR (one per reactor)."""
     if reactor not in _pacers:
         _pacers[reactor] = SpawnPacer(reactor)

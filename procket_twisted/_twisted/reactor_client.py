@@ -26,21 +26,14 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._client.api import (
-    DEFAULT_TIMEOUT,
-    check_batch,
-    close_sockets,
-    listen_many,
-    open_what_needs_no_privilege,
-    renumber,
-)
-from .._client.errors import HelperFailedError, HelperTimeoutError, ProcketError
+from .._client.api import DEFAULT_TIMEOUT, listen_many
+from .._client.errors import HelperFailedError, ProcketError
+from .._client.exchange import Exchange, check_batch
 from .._client.kinds import AnyRequest
-from .._client.locate import HelperCommand, Progname, find_helper
-from .._client.reply import sockets_from_reply
-from .._client.spawn import helper_argv, start_helper, stop_helper
-from .._client.wire import Packet, close_fds, receive_packets
-from .pacer import pacer_for
+from .._client.locate import HelperCommand, Progname
+from .._client.spawn import start_helper, stop_helper
+from .._client.wire import Packet, receive_packets
+from .pacer import pacerFor
 
 __all__ = ["acquireSockets"]
 
@@ -89,7 +82,7 @@ class _ExitWatcher:
         return os.waitstatus_to_exitcode(status)
 
 
-def _cannot_start(what: str, error: OSError) -> HelperFailedError:
+def _cannotStart(what: str, error: OSError) -> HelperFailedError:
     return HelperFailedError(
         f"cannot {what}: {error.strerror or error}", errno=error.errno, step="spawn"
     )
@@ -97,31 +90,30 @@ def _cannot_start(what: str, error: OSError) -> HelperFailedError:
 
 class _HelperRun:
     """
-    One helper run for a list of requests, from its place in the pacer's queue to its Deferred
-    firing: L{_spawn} is the pacer's job (all the work happens there, so that queueing many runs in
-    one reactor turn costs that turn little), L{_ended} reads the reply when the helper has exited.
+    One helper run for a batch (an L{Exchange}), from its place in the pacer's queue to its
+    Deferred firing: L{_spawn} is the pacer's job (all the work happens there, so that queueing
+    many runs in one reactor turn costs that turn little), L{_ended} reads the reply when the
+    helper has exited, and the batch turns it into the sockets or the one error.
     """
 
-    def __init__(
-        self, reactor: Any, progname: Progname, requests: List[AnyRequest], timeout: float
-    ) -> None:
+    def __init__(self, reactor: Any, progname: Progname, batch: Exchange) -> None:
         self._reactor = reactor
         self._progname = progname
-        self._requests = requests
-        self._timeout = timeout
+        self._batch = batch
         self._outcome = "waiting"  # then running; or cancelled, timeout; done
         self._watcher: Any = None
-        self.result: defer.Deferred[List[socket.socket]] = defer.Deferred(self._cancel)
-        pacer_for(reactor).start(self._spawn)
+        self.result: defer.Deferred[List[Any]] = defer.Deferred(self._cancel)
+        pacerFor(reactor).start(self._spawn)
 
-    def _cancel(self, _: defer.Deferred[List[socket.socket]]) -> None:
+    def _cancel(self, _: defer.Deferred[List[Any]]) -> None:
         previous, self._outcome = self._outcome, "cancelled"
+        self._batch.abandon()
         if previous == "running":
             self._watcher.kill()
 
     def _fail(self, error: ProcketError) -> None:
         self._outcome = "done"
-        self.result.errback(error)
+        self.result.errback(self._batch.fail(error))
 
     def _spawn(self) -> Optional[defer.Deferred[Any]]:
         """
@@ -131,15 +123,14 @@ class _HelperRun:
         if self._outcome == "cancelled":
             return None
         try:
-            command = find_helper(self._progname)
-            argv = helper_argv(command, self._requests)
+            command, argv = self._batch.helper_command(self._progname)
         except ProcketError as error:
             self._fail(error)
             return None
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as error:
-            self._fail(_cannot_start("make the channel to the helper", error))
+            self._fail(_cannotStart("make the channel to the helper", error))
             return None
         try:
             pid = start_helper(command, argv, theirs)
@@ -154,23 +145,23 @@ class _HelperRun:
         except OSError as error:  # no pidfd: the helper must not be left running or unreaped
             stop_helper(pid)
             ours.close()
-            self._fail(_cannot_start("watch the helper", error))
+            self._fail(_cannotStart("watch the helper", error))
             return None
         self._outcome = "running"
-        timer = self._reactor.callLater(self._timeout, self._on_timeout)
+        timer = self._reactor.callLater(self._batch.timeout, self._onTimeout)
         # The pacer's own Deferred, fired first thing when the helper has ended: the helper's
         # place is free before anyone learns the outcome.
         place: defer.Deferred[Any] = defer.Deferred()
         self._watcher.ended.addCallback(self._ended, command, ours, timer, place)
         return place
 
-    def _on_timeout(self) -> None:
+    def _onTimeout(self) -> None:
         self._outcome = "timeout"
         self._watcher.kill()
 
     def _ended(
         self,
-        exit_code: int,
+        exitCode: int,
         command: HelperCommand,
         ours: socket.socket,
         timer: Any,
@@ -182,18 +173,13 @@ class _HelperRun:
         with ours:
             packets: List[Packet] = receive_packets(ours, until_answer=True)[0]
         outcome, self._outcome = self._outcome, "done"
-        if outcome != "running":
-            close_fds([fd for packet in packets for fd in packet.fds])
+        if outcome != "running":  # too late: the caller has its error (or cancelled)
+            self._batch.discard(packets)
             if outcome == "timeout":
-                self.result.errback(
-                    HelperTimeoutError(
-                        f"the helper did not answer within {self._timeout:g} s and was killed",
-                        step="timeout",
-                    )
-                )
+                self.result.errback(self._batch.timeout_error())
             return
         try:
-            sockets = sockets_from_reply(self._requests, command, packets, exit_code)
+            sockets = self._batch.finish(command, packets, exitCode)
         except ProcketError as error:
             self.result.errback(error)
         else:
@@ -207,7 +193,7 @@ def acquireSockets(
     progname: Progname = None,
     timeout: float = DEFAULT_TIMEOUT,
     direct: bool = True,
-) -> defer.Deferred[List[socket.socket]]:
+) -> defer.Deferred[List[Any]]:
     """
     L{procket_twisted.listen_many} for Twisted: the sockets for REQUESTS, without blocking the
     reactor.
@@ -217,25 +203,13 @@ def acquireSockets(
         L{ProcketError}. Cancelling it kills the helper and closes everything.
     @raise TypeError, ValueError: at once, for bad REQUESTS or TIMEOUT.
     """
-    wanted = check_batch(requests, timeout)
     if not getattr(reactor, "running", False):
+        wanted = check_batch(requests, timeout)
         return defer.execute(listen_many, wanted, progname=progname, timeout=timeout, direct=direct)
     try:
-        opened, privileged = open_what_needs_no_privilege(wanted, direct)
+        batch = Exchange(requests, timeout, direct)
     except ProcketError:
         return defer.fail()
-    if not privileged:
-        return defer.succeed([opened[p] for p in range(len(wanted))])
-
-    def merge(sockets: List[socket.socket]) -> List[socket.socket]:
-        opened.update(zip(privileged, sockets))
-        return [opened[p] for p in range(len(wanted))]
-
-    def undo(failure: Failure) -> Failure:
-        close_sockets(opened.values())
-        if isinstance(failure.value, ProcketError):
-            renumber(failure.value, privileged)
-        return failure
-
-    run = _HelperRun(reactor, progname, [wanted[p] for p in privileged], timeout)
-    return run.result.addCallbacks(merge, undo)
+    if not batch.needs_helper:
+        return defer.succeed(batch.sockets())
+    return _HelperRun(reactor, progname, batch).result
