@@ -12,10 +12,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from typing import Any, Dict, List
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from procket_twisted._admin.activation import activation_environment, parse_listen
+from procket_twisted._admin.activation import FIRST_FD, activation_environment, parse_listen
 
 from .support import (
     TEST_UID,
@@ -107,6 +108,106 @@ class ParseListenTests(SynchronousTestCase):
         )
         self.assertEqual(empty.returncode, 1)
         self.assertIn("no command given", empty.stderr)
+
+
+#: Run in a fresh interpreter, as place_fds moves the fds 3, 4... of its process: put a real socket
+#: for each position at the fd ARRANGEMENT (argv[1], JSON) gives it (TCP for even positions, UDP
+#: for odd ones, each on its own port), a bystander file at fd 50, then call place_fds and report
+#: what each fd holds.
+PLACE_FDS_SCRIPT = """
+import json, os, socket, sys
+from procket_twisted._admin.activation import place_fds
+
+def open_fds():
+    found = []
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            os.readlink(f"/proc/self/fd/{entry}")
+        except OSError:
+            continue  # the listing's own fd, closed meanwhile
+        found.append(int(entry))
+    return sorted(found)
+
+arrangement = json.loads(sys.argv[1])
+start = open_fds()
+bystander = os.open("/dev/null", os.O_RDONLY)
+os.dup2(bystander, 50, inheritable=False)
+os.close(bystander)
+names, types = [], []
+for position in range(len(arrangement)):
+    kind = socket.SOCK_STREAM if position % 2 == 0 else socket.SOCK_DGRAM
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.bind(("127.0.0.1", 0))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(1)
+    names.append(list(sock.getsockname()))
+    types.append(int(kind))
+    fd = sock.detach()
+    os.dup2(fd, 100 + position, inheritable=False)  # out of the way until all exist
+    os.close(fd)
+for position, fd in enumerate(arrangement):
+    os.dup2(100 + position, fd, inheritable=False)
+    os.close(100 + position)
+before = open_fds()
+place_fds(arrangement)
+after = open_fds()
+held = {}
+for fd in after:
+    if fd > 2 and fd != 50:
+        sock = socket.socket(fileno=fd)
+        held[fd] = [list(sock.getsockname()), int(sock.type), os.get_inheritable(fd)]
+        sock.detach()
+print(json.dumps({"start": start, "before": before, "after": after, "held": held,
+                  "names": names, "types": types, "bystander": os.readlink("/proc/self/fd/50"),
+                  "bystander_inheritable": os.get_inheritable(50)}))
+"""
+
+
+class PlaceFdsTests(SynchronousTestCase):
+    """place_fds, called directly (in a fresh interpreter), with sockets placed to trip it up."""
+
+    def place(self, arrangement: List[int]) -> Dict[str, Any]:
+        """Run PLACE_FDS_SCRIPT for ARRANGEMENT; the facts it reports."""
+        result = subprocess.run(
+            [sys.executable, "-c", PLACE_FDS_SCRIPT, json.dumps(arrangement)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        facts: Dict[str, Any] = json.loads(result.stdout)
+        return facts
+
+    def test_overlapping_fds(self) -> None:
+        """
+        Whatever fds the sockets start at, place_fds leaves the socket for position N at fd
+        FIRST_FD + N (the very socket: same address and type), inheritable, and no other fd but
+        the untouched bystander: no copy left over, no original left open. The arrangements are
+        those a naive dup2 in order would get wrong: position 0 at fd 4 and position 1 at fd 3
+        (the first dup2 would clobber the second socket), a socket already at its target (a
+        dup2 onto itself, then a close of the original, would lose it), all already in place,
+        three in a cycle, and one far above.
+        """
+        for arrangement in ([4, 3], [3, 5], [3, 4], [5, 3, 4], [4, 5, 3], [9], [3]):
+            facts = self.place(arrangement)
+            count = len(arrangement)
+            self.assertTrue(set(facts["start"]) <= {0, 1, 2}, facts["start"])
+            self.assertEqual(
+                sorted(facts["before"]), sorted([0, 1, 2, 50, *arrangement]), arrangement
+            )
+            targets = list(range(FIRST_FD, FIRST_FD + count))
+            self.assertEqual(facts["after"], [0, 1, 2, *targets, 50], arrangement)
+            for position, target in enumerate(targets):
+                self.assertEqual(
+                    facts["held"][str(target)],
+                    [facts["names"][position], facts["types"][position], True],
+                    f"{arrangement}: fd {target} does not hold position {position}'s socket",
+                )
+            self.assertEqual(
+                (facts["bystander"], facts["bystander_inheritable"]),
+                (os.devnull, False),
+                arrangement,
+            )
 
 
 class RunAsNobodyTests(SynchronousTestCase):

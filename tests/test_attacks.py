@@ -540,7 +540,8 @@ report({"runs": runs, "fds back": open_fds() == baseline, "children": children()
         for 253 UDP sockets (port 0), the helper spends most of its few milliseconds privileged,
         checking its policy. The caller stops it at 60 random moments over its whole life, looks
         at its ids, and SIGKILLs it: every kill is allowed; whenever it was caught stopped its real
-        uid was the caller's, including the many times it was caught privileged (effective uid 0);
+        uid was the caller's, including the many times it was caught privileged (effective uid 0,
+        or, once it has become the caller, capabilities in its permitted set);
         and each run gave the caller either the whole reply ("ok 253" with 253 sockets it owns)
         or nothing. No fd, child or helper process is left.
         """
@@ -559,7 +560,8 @@ for run in range(60):
     except OSError as error:
         seen = "stop " + errno.errorcode[error.errno]
     with open(f"/proc/{pid}/status") as status:
-        ids = next(line.split()[1:] for line in status if line.startswith("Uid:"))
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    ids = fields["Uid"].split() + [fields["CapPrm"].strip()]
     try:
         os.kill(pid, signal.SIGKILL)
         kill = "allowed"
@@ -578,7 +580,9 @@ report({"runs": runs, "fds back": open_fds() == baseline, "children": children()
         for seen, ids, kill, status, *received in result.pop("runs"):
             stopped_right = seen == "Z" or (seen == "T" and ids[0] == caller)
             answer_right = received == whole or (received == [[], [], False] and status == -9)
-            if seen == "T" and ids[1] == "0":
+            # Privileged: root's effective uid (before the switch to the caller), or
+            # capabilities kept in the permitted set (after it, while the policy is checked).
+            if seen == "T" and (ids[1] == "0" or int(ids[4], 16) != 0):
                 privileged += 1
             if not (stopped_right and kill == "allowed" and answer_right):
                 odd.append([seen, ids, kill, status, received[0], len(received[1])])

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
+import sys
+import tempfile
 from typing import Any, List, Optional
 
 from twisted.application.service import IService
@@ -43,7 +46,13 @@ from procket_twisted.endpoints import (
 )
 from procket_twisted.testing import FakeHelper, useFakeHelper
 
-from .support import ipv6_loopback
+from .support import (
+    TEST_GID,
+    TEST_UID,
+    ipv6_loopback,
+    run_command_unprivileged,
+    skip_unless_privileged,
+)
 
 
 def isOpen(fd: int) -> bool:
@@ -100,7 +109,7 @@ class EndpointTestCase(SynchronousTestCase):
 class ProcketServerEndpointTests(EndpointTestCase):
     """`ProcketServerEndpoint`: one helper request per listen, adopted by the reactor."""
 
-    def test_listenAdopts(self) -> None:
+    def test_listen_adopts(self) -> None:
         """
         listen asks the helper for exactly the endpoint's request, and the reactor adopts the
         received socket as an AF_INET stream port for the factory; the listen Deferred fires with
@@ -115,7 +124,7 @@ class ProcketServerEndpointTests(EndpointTestCase):
         self.assertEqual(family, socket.AF_INET)
         self.assertIs(factory, self.factory)
 
-    def test_listenIPv6(self) -> None:
+    def test_listen_ipv6(self) -> None:
         """An IPv6 interface makes the reactor adopt an AF_INET6 port."""
         if not ipv6_loopback():
             raise self.skipTest("no IPv6 loopback here")
@@ -124,20 +133,20 @@ class ProcketServerEndpointTests(EndpointTestCase):
         self.assertEqual(self.helper.requests, [[SocketRequest(443, "tcp", "::1", 50)]])
         self.assertEqual(self.reactor.adoptedPorts[0][1], socket.AF_INET6)
 
-    def test_defaultInterface(self) -> None:
+    def test_default_interface(self) -> None:
         """Without an interface the request is for every IPv4 address with backlog 50."""
         self.successResultOf(ProcketServerEndpoint(self.reactor, 80).listen(self.factory))
         self.assertEqual(self.helper.requests, [[SocketRequest(80, "tcp", "0.0.0.0", 50)]])
         self.assertEqual(self.reactor.adoptedPorts[0][1], socket.AF_INET)
 
-    def test_adoptedDescriptorClosed(self) -> None:
+    def test_adopted_descriptor_closed(self) -> None:
         """After adoption the endpoint keeps no descriptor: the one the reactor saw is closed."""
         self.successResultOf(
             ProcketServerEndpoint(self.reactor, 80, "127.0.0.1").listen(self.factory)
         )
         self.assertFalse(isOpen(self.adoptedFds()[0]))
 
-    def test_failureIsCannotListen(self) -> None:
+    def test_failure_is_cannot_listen(self) -> None:
         """
         A helper failure makes listen fail with CannotListenError for the endpoint's interface
         and port, whose socketError is the typed error with its errno; nothing is adopted.
@@ -153,7 +162,7 @@ class ProcketServerEndpointTests(EndpointTestCase):
         self.assertEqual(failure.value.interface, "127.0.0.1")
         self.assertEqual(self.reactor.adoptedPorts, [])
 
-    def test_everyProcketErrorIsCannotListen(self) -> None:
+    def test_every_procket_error_is_cannot_listen(self) -> None:
         """Policy refusals and helper failures are CannotListenError too, typed inside."""
         for error in (
             PolicyDeniedError("not allowed", step="policy"),
@@ -165,7 +174,7 @@ class ProcketServerEndpointTests(EndpointTestCase):
             self.assertIs(failure.value.socketError, error)
             self.assertEqual(failure.value.interface, "0.0.0.0")
 
-    def test_failureQueueThenSuccess(self) -> None:
+    def test_failure_queue_then_success(self) -> None:
         """A queued failure affects only the next listen; the one after it succeeds."""
         self.helper.failNext(SocketError("in use", errno=errno.EADDRINUSE, step="bind"))
         endpoint = ProcketServerEndpoint(self.reactor, 80)
@@ -173,13 +182,13 @@ class ProcketServerEndpointTests(EndpointTestCase):
         self.successResultOf(endpoint.listen(self.factory))
         self.assertEqual(len(self.helper.requests), 2)
 
-    def test_otherErrorsPassThrough(self) -> None:
+    def test_other_errors_pass_through(self) -> None:
         """An exception that is not a ProcketError (a bug) is not disguised as CannotListenError."""
         endpoint = ProcketServerEndpoint(self.reactor, 80)
         endpoint._acquire = RecordingAcquire(defer.fail(ZeroDivisionError("bug")))
         self.failureResultOf(endpoint.listen(self.factory), ZeroDivisionError)
 
-    def test_optionsReachAcquire(self) -> None:
+    def test_options_reach_acquire(self) -> None:
         """listen hands reactor, request, progname, timeout and direct to the helper seam."""
         acquire = RecordingAcquire(defer.Deferred())
         endpoint = ProcketServerEndpoint(
@@ -207,7 +216,7 @@ class ProcketServerEndpointTests(EndpointTestCase):
         self.failureResultOf(listening, defer.CancelledError)
         self.assertEqual(self.reactor.adoptedPorts, [])
 
-    def test_multiUse(self) -> None:
+    def test_multi_use(self) -> None:
         """The endpoint may listen again: each listen asks the helper anew and adopts anew."""
         endpoint = ProcketServerEndpoint(self.reactor, 80, "127.0.0.1")
         self.successResultOf(endpoint.listen(self.factory))
@@ -216,7 +225,7 @@ class ProcketServerEndpointTests(EndpointTestCase):
         self.assertEqual(self.helper.requests[0], self.helper.requests[1])
         self.assertEqual(len(self.reactor.adoptedPorts), 2)
 
-    def test_adoptionFailureClosesSocket(self) -> None:
+    def test_adoption_failure_closes_socket(self) -> None:
         """When the reactor refuses the socket, listen fails with its error; socket closed."""
         sock = listeningSocket()
         reactor = MemoryReactor()
@@ -230,7 +239,7 @@ class ProcketServerEndpointTests(EndpointTestCase):
         self.failureResultOf(endpoint.listen(self.factory), UnsupportedAddressFamily)
         self.assertEqual(sock.fileno(), -1)
 
-    def test_badArguments(self) -> None:
+    def test_bad_arguments(self) -> None:
         """A bad port, interface or backlog is a ValueError when the endpoint is made."""
         self.assertRaises(ValueError, ProcketServerEndpoint, self.reactor, 65536)
         self.assertRaises(ValueError, ProcketServerEndpoint, self.reactor, 80, "localhost")
@@ -247,7 +256,7 @@ class TLSServerEndpointTests(EndpointTestCase):
 
         return CertificateOptions()
 
-    def test_wrapsFactory(self) -> None:
+    def test_wraps_factory(self) -> None:
         """The adopted factory is a TLSMemoryBIOFactory around the user's factory."""
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -269,7 +278,7 @@ class TLSServerEndpointTests(EndpointTestCase):
 class ProcketDatagramServerEndpointTests(EndpointTestCase):
     """`ProcketDatagramServerEndpoint`: a UDP socket from the helper, adopted for a protocol."""
 
-    def test_listenAdopts(self) -> None:
+    def test_listen_adopts(self) -> None:
         """
         listen asks for the UDP request and the reactor adopts a datagram port for the protocol
         with the endpoint's maximum packet size.
@@ -284,7 +293,7 @@ class ProcketDatagramServerEndpointTests(EndpointTestCase):
         self.assertEqual(maxPacketSize, 512)
         self.assertFalse(isOpen(fileno))
 
-    def test_listenIPv6(self) -> None:
+    def test_listen_ipv6(self) -> None:
         """An IPv6 interface gives an AF_INET6 datagram port, default packet size 8192."""
         if not ipv6_loopback():
             raise self.skipTest("no IPv6 loopback here")
@@ -302,7 +311,7 @@ class ProcketDatagramServerEndpointTests(EndpointTestCase):
         self.assertIs(failure.value.socketError, refusal)
         self.assertEqual((failure.value.interface, failure.value.port), ("127.0.0.1", 53))
 
-    def test_badArguments(self) -> None:
+    def test_bad_arguments(self) -> None:
         """A bad packet size, port or interface is a ValueError when the endpoint is made."""
         self.assertRaises(ValueError, ProcketDatagramServerEndpoint, self.reactor, 53, "", 0)
         self.assertRaises(ValueError, ProcketDatagramServerEndpoint, self.reactor, 70000)
@@ -333,7 +342,7 @@ class AdoptSocketTests(SynchronousTestCase):
         self.assertEqual(reactor.adoptedPorts, [(fileno, socket.AF_INET, protocol, 1000)])
         self.assertEqual(sock.fileno(), -1)
 
-    def test_nonBlockingForReactor(self) -> None:
+    def test_non_blocking_for_reactor(self) -> None:
         """The descriptor is non-blocking when the reactor receives it."""
         seen = []
 
@@ -346,7 +355,7 @@ class AdoptSocketTests(SynchronousTestCase):
         adoptSocket(Reactor(), sock, Factory())
         self.assertEqual(seen, [False])
 
-    def test_closedOnFailure(self) -> None:
+    def test_closed_on_failure(self) -> None:
         """When the reactor raises, the error propagates and the socket is closed all the same."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.assertRaises(UnsupportedAddressFamily, adoptSocket, MemoryReactor(), sock, Factory())
@@ -380,20 +389,20 @@ class AdoptedDatagramServerEndpointTests(SynchronousTestCase):
         self.assertEqual(nonBlocking, [self.fileno])
         self.assertEqual(closed, [self.fileno])
 
-    def test_closesDescriptor(self) -> None:
+    def test_closes_descriptor(self) -> None:
         """With the real ``_close``, the descriptor is closed after adoption (EBADF)."""
         endpoint = AdoptedDatagramServerEndpoint(self.reactor, self.fileno, socket.AF_INET)
         self.successResultOf(endpoint.listen(DatagramProtocol()))
         self.assertFalse(isOpen(self.fileno))
 
-    def test_singleUse(self) -> None:
+    def test_single_use(self) -> None:
         """A second listen fails with AlreadyListened and adopts nothing more."""
         endpoint = AdoptedDatagramServerEndpoint(self.reactor, self.fileno, socket.AF_INET)
         self.successResultOf(endpoint.listen(DatagramProtocol()))
         self.failureResultOf(endpoint.listen(DatagramProtocol()), AlreadyListened)
         self.assertEqual(len(self.reactor.adoptedPorts), 1)
 
-    def test_adoptionFailure(self) -> None:
+    def test_adoption_failure(self) -> None:
         """When the reactor refuses the descriptor, listen fails with the reactor's error."""
         endpoint = AdoptedDatagramServerEndpoint(self.reactor, self.fileno, socket.AF_UNIX)
         self.failureResultOf(endpoint.listen(DatagramProtocol()), UnsupportedAddressFamily)
@@ -429,7 +438,7 @@ class AcquireEndpointsTests(EndpointTestCase):
         with socket.socket(fileno=os.dup(datagram.fileno)) as check:
             self.assertEqual(check.type, socket.SOCK_DGRAM)
 
-    def test_singleUse(self) -> None:
+    def test_single_use(self) -> None:
         """Each endpoint listens once, closing its descriptor; a second listen: AlreadyListened."""
         requests = [SocketRequest(80, "tcp"), SocketRequest(53, "udp")]
         stream, datagram = self.successResultOf(acquireEndpoints(self.reactor, requests))
@@ -485,7 +494,7 @@ class RecordingDatagramEndpoint:
 class DatagramServiceTests(EndpointTestCase):
     """`DatagramServerEndpointService` and `datagramService`, in twistd's order."""
 
-    def test_listensWhenPrivilegedStarts(self) -> None:
+    def test_listens_when_privileged_starts(self) -> None:
         """
         The endpoint is listened on in privilegedStartService (before twistd drops privileges),
         not when the service is made, and startService does not listen again.
@@ -505,7 +514,7 @@ class DatagramServiceTests(EndpointTestCase):
         self.assertTrue(service.running)
         self.successResultOf(defer.maybeDeferred(service.stopService))
 
-    def test_stopStopsPort(self) -> None:
+    def test_stop_stops_port(self) -> None:
         """stopService stops the port the endpoint gave."""
         endpoint = RecordingDatagramEndpoint()
         protocol = DatagramProtocol()
@@ -518,7 +527,7 @@ class DatagramServiceTests(EndpointTestCase):
         self.assertEqual(endpoint.port.stopped, 1)
         self.assertFalse(service.running)
 
-    def test_failureRaisesAtStartup(self) -> None:
+    def test_failure_raises_at_startup(self) -> None:
         """
         A failure to listen while the application starts raises from privilegedStartService, so
         twistd stops with the error instead of running without its port.
@@ -531,7 +540,7 @@ class DatagramServiceTests(EndpointTestCase):
         error = self.assertRaises(CannotListenError, service.privilegedStartService)
         self.assertIs(error.socketError, refusal)
 
-    def test_datagramService(self) -> None:
+    def test_datagram_service(self) -> None:
         """``datagramService(description, protocol, reactor)`` builds the service for the string."""
         protocol = DatagramProtocol()
         service = datagramService("procket:udp:53:interface=127.0.0.1", protocol, self.reactor)
@@ -543,16 +552,135 @@ class DatagramServiceTests(EndpointTestCase):
         self.assertEqual(self.helper.requests, [[SocketRequest(53, "udp", "127.0.0.1")]])
         self.successResultOf(defer.maybeDeferred(service.stopService))
 
-    def test_datagramServiceBadString(self) -> None:
+    def test_datagram_service_bad_string(self) -> None:
         """A malformed description is a ValueError when the service is made."""
         for description in ("procket:udp:x", "procket:tcp:80", "udp:53"):
             self.assertRaises(
                 ValueError, datagramService, description, DatagramProtocol(), self.reactor
             )
 
-    def test_datagramServiceGlobalReactor(self) -> None:
+    def test_datagram_service_global_reactor(self) -> None:
         """Without a reactor, datagramService uses the installed global reactor."""
         from twisted.internet import reactor
 
         service = datagramService("procket:udp:53", DatagramProtocol())
         self.assertIs(service.endpoint._reactor, reactor)
+
+
+class AddressRecordingReactor(MemoryReactor):
+    """A MemoryReactor that also records where each adopted socket is bound (type, address)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boundTo: List[Any] = []
+
+    def record(self, fileno: int) -> None:
+        sock = socket.socket(fileno=fileno)
+        try:
+            self.boundTo.append((sock.type, sock.getsockname()))
+        finally:
+            sock.detach()
+
+    def adoptStreamPort(self, fileno: int, addressFamily: Any, factory: Any) -> Any:
+        self.record(fileno)
+        return super().adoptStreamPort(fileno, addressFamily, factory)
+
+    def adoptDatagramPort(
+        self, fileno: int, addressFamily: Any, protocol: Any, maxPacketSize: int = 8192
+    ) -> Any:
+        self.record(fileno)
+        return super().adoptDatagramPort(fileno, addressFamily, protocol, maxPacketSize)
+
+
+def localPortRange() -> range:
+    """The ports the kernel picks from for a bind to port 0 (ip_local_port_range)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as stream:
+        low, high = (int(field) for field in stream.read().split())
+    return range(low, high + 1)
+
+
+class FakeHelperTests(SynchronousTestCase):
+    """
+    `procket_twisted.testing.useFakeHelper` itself: it needs no privilege (it binds ports the
+    kernel picks, never the privileged port asked for), and its failures queue in order.
+    """
+
+    def test_kernel_chosen_port(self) -> None:
+        """
+        A listen on a privileged port (TCP 80, UDP 53, on 127.0.0.1) through the fake helper
+        gets a real socket bound to the same address on a port the kernel picked (in
+        ip_local_port_range, so not the one asked for), while the request records the port asked
+        for. Fails if the fake binds the requested port (which only root may, so the tests that
+        use it would pass only as root).
+        """
+        reactor = AddressRecordingReactor()
+        helper = useFakeHelper(self)
+        self.successResultOf(
+            ProcketServerEndpoint(reactor, 80, "127.0.0.1").listen(Factory.forProtocol(Protocol))
+        )
+        self.successResultOf(
+            ProcketDatagramServerEndpoint(reactor, 53, "127.0.0.1").listen(DatagramProtocol())
+        )
+        self.assertEqual([r[0].port for r in helper.requests], [80, 53])
+        [(streamType, (streamHost, streamPort)), (datagramType, (datagramHost, datagramPort))] = (
+            reactor.boundTo
+        )
+        self.assertEqual((streamType, streamHost), (socket.SOCK_STREAM, "127.0.0.1"))
+        self.assertEqual((datagramType, datagramHost), (socket.SOCK_DGRAM, "127.0.0.1"))
+        self.assertIn(streamPort, localPortRange())
+        self.assertIn(datagramPort, localPortRange())
+
+    def test_two_queued_failures(self) -> None:
+        """
+        Two failures queued with failNext fail the next two listens, the first queued first,
+        each with its own error (the very object); the listen after them succeeds. Fails if a
+        second failNext replaces the first, or if the queue is taken from its end.
+        """
+        helper = useFakeHelper(self)
+        reactor = MemoryReactor()
+        first = SocketError("in use", errno=errno.EADDRINUSE, step="bind", index=1)
+        second = PolicyDeniedError("not allowed", step="policy", index=1)
+        helper.failNext(first)
+        helper.failNext(second)
+        endpoint = ProcketServerEndpoint(reactor, 80, "127.0.0.1")
+        factory = Factory.forProtocol(Protocol)
+        seen = [
+            self.failureResultOf(endpoint.listen(factory), CannotListenError).value.socketError
+            for _ in range(2)
+        ]
+        self.assertEqual([type(error) for error in seen], [SocketError, PolicyDeniedError])
+        self.assertIs(seen[0], first)
+        self.assertIs(seen[1], second)
+        self.assertEqual(reactor.adoptedPorts, [])
+        self.successResultOf(endpoint.listen(factory))
+        self.assertEqual(len(reactor.adoptedPorts), 1)
+        self.assertEqual(len(helper.requests), 3)
+
+    def test_unprivileged(self) -> None:
+        """
+        This module's tests, which use the fake helper on privileged ports (80, 443, 53), all
+        pass when run as an unprivileged user (nobody, without capabilities, who may bind no
+        privileged port), under trial: none fails or errors. Fails if any of them depends on root.
+        """
+        skip_unless_privileged(self)
+        directory = tempfile.mkdtemp(prefix="procket-fake-helper-as-nobody-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        os.chown(directory, TEST_UID, TEST_GID)
+        tests = os.path.dirname(os.path.abspath(__file__))
+        result = run_command_unprivileged(
+            [
+                sys.executable, "-m", "twisted.trial",
+                f"--temp-directory={os.path.join(directory, '_trial_temp')}",
+                "tests.test_endpoints",
+            ],
+            {"PYTHONPATH": os.path.dirname(tests), "HOME": directory},
+            timeout=300,
+        )  # fmt: skip
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        summary = output.strip().splitlines()[-1]
+        self.assertTrue(summary.startswith("PASSED"), output)
+        self.assertNotIn("failures=", summary)
+        self.assertNotIn("errors=", summary)
+        successes = int(summary.split("successes=")[1].rstrip(")").split(",")[0])
+        self.assertGreater(successes, 30, output)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from typing import Dict, List, Set
@@ -176,3 +177,55 @@ class LayerTests(SynchronousTestCase):
             [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
         )
         self.assertEqual(finished.stdout.strip(), "[]")
+
+
+#: Twisted-layer names that keep another convention because they override one: the ioctl
+#: argument of twisted.pair's _RealSystem.ioctl, as fcntl.ioctl names it.
+TWISTED_LAYER_EXCEPTIONS = {"mutate_flag"}
+
+
+class NamingTests(SynchronousTestCase):
+    """
+    The naming rule (docs/design.md, "Names"): ruff's pep8-naming checks keep everything but the
+    Twisted layer PEP 8; these keep the Twisted layer camelCase and the tests' names uniform,
+    which ruff cannot check.
+    """
+
+    def test_twisted_layer_is_camel_case(self) -> None:
+        """Functions, methods and their arguments in the Twisted layer have no underscore inside."""
+        found = []
+        for name, path in modules().items():
+            if layer_of(name) != "_twisted" and name not in (
+                "procket_twisted.endpoints",
+                "procket_twisted.testing",
+            ):
+                continue
+            with open(path, encoding="utf-8") as source:
+                tree = ast.parse(source.read())
+            for node in ast.walk(tree):
+                names: List[str] = []
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names = [node.name] + [a.arg for a in node.args.args + node.args.kwonlyargs]
+                for each in names:
+                    bare = each.strip("_")
+                    if "_" in bare and each not in TWISTED_LAYER_EXCEPTIONS:
+                        if not (each.startswith("__") and each.endswith("__")):
+                            found.append(f"{name}: {each}")
+        self.assertEqual(found, [])
+
+    def test_test_methods_are_snake_case(self) -> None:
+        """Every test method is C{test_} and a snake_case description of what it proves."""
+        directory = os.path.dirname(os.path.abspath(__file__))
+        found = []
+        for filename in sorted(os.listdir(directory)):
+            if not (filename.startswith("test_") and filename.endswith(".py")):
+                continue
+            with open(os.path.join(directory, filename), encoding="utf-8") as source:
+                tree = ast.parse(source.read())
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    if node.name.startswith("test") and not re.fullmatch(
+                        r"test_[a-z0-9_]+", node.name
+                    ):
+                        found.append(f"{filename}: {node.name}")
+        self.assertEqual(found, [])

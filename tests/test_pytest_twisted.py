@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from typing import Any, Generator
 
 import pytest
@@ -27,13 +28,16 @@ from procket_twisted.endpoints import (
 
 from .fake_helper_support import FAKE
 from .test_reactor_client import (
+    TIMEOUT_SLACK,
     DatagramClient,
     DatagramEcho,
     EchoClient,
     EchoFactory,
     children,
     describeFds,
+    failsWithin,
     openFds,
+    replyWaiting,
     waitFor,
 )
 
@@ -64,7 +68,7 @@ async def nothingLeft(before: tuple, timeout: float = 5.0) -> None:
 
 
 @pytest_twisted.inlineCallbacks
-def test_acquireSockets(helperMode: Any) -> Generator[Any, Any, None]:
+def test_acquire_sockets(helperMode: Any) -> Generator[Any, Any, None]:
     """
     With the reactor running, acquireSockets runs the helper as a child and fires with a working
     listening socket (a client connects to it).
@@ -81,7 +85,7 @@ def test_acquireSockets(helperMode: Any) -> Generator[Any, Any, None]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_tcpEcho(helperMode: Any) -> None:
+async def test_tcp_echo(helperMode: Any) -> None:
     """A ProcketServerEndpoint port serves a real TCP client; nothing is left afterwards."""
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
@@ -102,7 +106,7 @@ async def test_tcpEcho(helperMode: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_udpEcho(helperMode: Any) -> None:
+async def test_udp_echo(helperMode: Any) -> None:
     """A ProcketDatagramServerEndpoint port receives a datagram and answers it."""
     reactor = getReactor()
     endpoint = ProcketDatagramServerEndpoint(reactor, 0, "127.0.0.1", progname=FAKE, direct=False)
@@ -119,7 +123,7 @@ async def test_udpEcho(helperMode: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_errorMode(helperMode: Any) -> None:
+async def test_error_mode(helperMode: Any) -> None:
     """A helper's bind failure is CannotListenError carrying the SocketError and its errno."""
     reactor = getReactor()
     helperMode("error-bind")
@@ -134,8 +138,10 @@ async def test_errorMode(helperMode: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_timeout(helperMode: Any) -> None:
     """
-    A hanging helper gives HelperTimeoutError after the timeout while the reactor keeps ticking;
-    the child is reaped and nothing stays open.
+    A hanging helper gives HelperTimeoutError after the timeout, and within timeout +
+    TIMEOUT_SLACK (it would hang 30 s by itself), while the reactor keeps ticking; the child was
+    killed and reaped by the time listen fails, and nothing stays open. Fails if the helper is not
+    killed at the timeout.
     """
     reactor = getReactor()
     helperMode("hang")
@@ -147,19 +153,49 @@ async def test_timeout(helperMode: Any) -> None:
     endpoint = ProcketServerEndpoint(
         reactor, 0, "127.0.0.1", progname=FAKE, direct=False, timeout=0.5
     )
+    started = time.monotonic()
     try:
         with pytest.raises(CannotListenError) as raised:
-            await endpoint.listen(EchoFactory())
+            await failsWithin(reactor, endpoint.listen(EchoFactory()), 0.5 + TIMEOUT_SLACK)
     finally:
         loop.stop()
+    elapsed = time.monotonic() - started
+    assert 0.45 <= elapsed < 0.5 + TIMEOUT_SLACK
+    assert children() - before[1] == set(), "the timed-out helper is still our child"
     assert isinstance(raised.value.socketError, HelperTimeoutError)
     assert raised.value.socketError.step == "timeout"
     assert len(ticks) >= 5  # a blocked reactor would tick once at most
     await nothingLeft(before, timeout=2.0)
 
 
+@pytest_twisted.ensureDeferred
+async def test_reply_after_timeout(helperMode: Any) -> None:
+    """
+    A helper that answers with its fds but never exits (``ok-then-hang``) is killed at the
+    timeout: HelperTimeoutError in time, the child reaped by then, the answer's fds received and
+    closed, so this process holds no fd more than before (after the reactor ran a little longer).
+    Fails if a late answer's fds are leaked or handed out.
+    """
+    reactor = getReactor()
+    helperMode("ok-then-hang")
+    before = (openFds(), children())
+    acquired = acquireSockets(
+        reactor,
+        [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")],
+        progname=FAKE,
+        direct=False,
+        timeout=2.0,
+    )
+    assert await waitFor(reactor, lambda: replyWaiting(before[0]), 2.0), "no answer came"
+    with pytest.raises(HelperTimeoutError):
+        await failsWithin(reactor, acquired, 2.0 + TIMEOUT_SLACK)
+    assert children() - before[1] == set(), "the timed-out helper is still our child"
+    await task.deferLater(reactor, 0.2, lambda: None)
+    assert describeFds(openFds() - before[0]) == {}, "descriptors were left open"
+
+
 @pytest_twisted.inlineCallbacks
-def test_cancelKillsHelper(helperMode: Any) -> Generator[Any, Any, None]:
+def test_cancel_kills_helper(helperMode: Any) -> Generator[Any, Any, None]:
     """Cancelling listen while the helper hangs kills it and closes everything."""
     reactor = getReactor()
     helperMode("hang")

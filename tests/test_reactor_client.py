@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import select
 import socket
 import time
 from typing import Any, Callable, Dict, Generator, List, Optional, Set, Tuple
@@ -82,7 +83,9 @@ def openFds() -> Set[int]:
             if os.readlink(f"/proc/self/fd/{entry}") == os.devnull:
                 continue
         except OSError:
-            pass  # the listing's own descriptor, closed meanwhile
+            # The listing's own descriptor, closed meanwhile: not counted, or a descriptor that
+            # leaks later on its number would go unseen by a comparison with this snapshot.
+            continue
         found.add(int(entry))
     return found
 
@@ -114,6 +117,48 @@ def waitFor(
             return False
         yield sleep(reactor, 0.01)
     return True
+
+
+#: How much later than its timeout a timed-out acquisition may fail: generous, as the machines are
+#: shared; far below the fake helper's 30-second hang (``fake_helper.HANG_SECONDS``), so a helper
+#: that is never killed (and only ends by itself) cannot pass for one killed at the timeout.
+TIMEOUT_SLACK = 10.0
+
+
+def replyWaiting(before: Set[int]) -> bool:
+    """
+    Whether one of this process's sockets opened since BEFORE (the channel to a helper) has a
+    message waiting: the helper has answered and its fds are in flight, not yet received.
+    """
+    poller = select.poll()
+    for fd, target in describeFds(openFds() - before).items():
+        if target.startswith("socket:"):
+            poller.register(fd, select.POLLIN)
+    return any(events & select.POLLIN for _, events in poller.poll(0))
+
+
+def failsWithin(reactor: Any, deferred: defer.Deferred[Any], seconds: float) -> defer.Deferred[Any]:
+    """
+    DEFERRED, which must fire within SECONDS of real time on REACTOR: if it has not, it is cancelled
+    and fails with AssertionError instead (so an upper bound fails the test quickly, rather than
+    after however long a helper that was never killed takes to end by itself).
+    """
+    late = []
+
+    def tooLate() -> None:
+        late.append(True)
+        deferred.cancel()
+
+    timer = reactor.callLater(seconds, tooLate)
+
+    def check(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        if late:
+            raise AssertionError(f"still waiting after {seconds:g} s: {result}")
+        return result
+
+    return deferred.addBoth(check)
 
 
 def onRealReactor(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -257,6 +302,24 @@ class RealReactorTestCase(FakeHelperMixin, TestCase):
         yield waitFor(reactor, lambda: not openFds() - fds, timeout)
         self.assertEqual(describeFds(openFds() - fds), {}, "descriptors were left open")
 
+    @defer.inlineCallbacks
+    def startedHelper(self, before: Tuple[Set[int], Set[int]]) -> Generator[Any, Any, int]:
+        """The pid of the one helper child started since BEFORE, once it runs."""
+        from twisted.internet import reactor
+
+        started = yield waitFor(reactor, lambda: bool(children() - before[1]))
+        self.assertTrue(started, "the helper never started")
+        [pid] = children() - before[1]
+        return pid
+
+    @defer.inlineCallbacks
+    def assertNoFdMore(self, before: Tuple[Set[int], Set[int]]) -> Generator[Any, Any, None]:
+        """After letting the reactor run a little, this process holds no fd it did not at BEFORE."""
+        from twisted.internet import reactor
+
+        yield sleep(reactor, 0.2)
+        self.assertEqual(describeFds(openFds() - before[0]), {}, "descriptors were left open")
+
     def endpoint(self, port: int = 0, interface: str = "127.0.0.1", **options: Any) -> Any:
         """A ProcketServerEndpoint on the real reactor that always runs the fake helper."""
         from twisted.internet import reactor
@@ -319,7 +382,7 @@ class AcquireSocketsTests(RealReactorTestCase):
         yield self.assertNothingLeft(before)
 
     @onRealReactor
-    def test_directNeedsNoHelper(self) -> Generator[Any, Any, None]:
+    def test_direct_needs_no_helper(self) -> Generator[Any, Any, None]:
         """With direct=True, a socket this process may open itself (port 0) runs no helper."""
         from twisted.internet import reactor
 
@@ -332,14 +395,16 @@ class AcquireSocketsTests(RealReactorTestCase):
         self.assertEqual(runs(), [])
 
     @onRealReactor
-    def test_directAndHelperMerged(self) -> Generator[Any, Any, None]:
+    def test_direct_and_helper_merged(self) -> Generator[Any, Any, None]:
         """
         When only some requests need the helper, it is asked for those alone, and the sockets come
         back merged in request order.
         """
         from twisted.internet import reactor
 
-        self.patch(procket_twisted._client.exchange, "can_open_directly", lambda r: r.protocol == "tcp")
+        self.patch(
+            procket_twisted._client.exchange, "can_open_directly", lambda r: r.protocol == "tcp"
+        )
         runs = self.runLog()
         requests = [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")]
         stream, datagram = yield acquireSockets(reactor, requests, progname=FAKE, direct=True)
@@ -350,14 +415,16 @@ class AcquireSocketsTests(RealReactorTestCase):
         self.assertEqual(runs()[0][-2:], ["v1", requests[1].helper_argument()])
 
     @onRealReactor
-    def test_helperFailureAfterDirect(self) -> Generator[Any, Any, None]:
+    def test_helper_failure_after_direct(self) -> Generator[Any, Any, None]:
         """
         When the helper fails for a later request, the sockets already opened directly are closed
         and the error's index is the caller's position of the failed request (not the helper's).
         """
         from twisted.internet import reactor
 
-        self.patch(procket_twisted._client.exchange, "can_open_directly", lambda r: r.protocol == "tcp")
+        self.patch(
+            procket_twisted._client.exchange, "can_open_directly", lambda r: r.protocol == "tcp"
+        )
         self.mode("error-bind")
         before = self.snapshot()
         requests = [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")]
@@ -367,7 +434,7 @@ class AcquireSocketsTests(RealReactorTestCase):
         yield self.assertNothingLeft(before)
 
     @onRealReactor
-    def test_helperNotFound(self) -> Generator[Any, Any, None]:
+    def test_helper_not_found(self) -> Generator[Any, Any, None]:
         """A helper that does not exist is HelperNotFoundError, as with the blocking API."""
         from twisted.internet import reactor
 
@@ -378,7 +445,7 @@ class AcquireSocketsTests(RealReactorTestCase):
             yield self.assertFailure(acquired, HelperNotFoundError)
 
     @onRealReactor
-    def test_cancelAfterSuccess(self) -> Generator[Any, Any, None]:
+    def test_cancel_after_success(self) -> Generator[Any, Any, None]:
         """Cancelling an acquisition that has already succeeded changes nothing."""
         from twisted.internet import reactor
 
@@ -395,7 +462,7 @@ class RealEndpointTests(RealReactorTestCase):
     """The endpoints with the real reactor: real ports carrying real traffic."""
 
     @onRealReactor
-    def test_tcpEcho(self) -> Generator[Any, Any, None]:
+    def test_tcp_echo(self) -> Generator[Any, Any, None]:
         """
         A ProcketServerEndpoint's listen (through the helper) gives a port a real TCP client
         connects to and exchanges data with; the helper was asked for exactly that socket.
@@ -418,7 +485,7 @@ class RealEndpointTests(RealReactorTestCase):
         yield self.assertNothingLeft(before)
 
     @onRealReactor
-    def test_tcp6Echo(self) -> Generator[Any, Any, None]:
+    def test_tcp6_echo(self) -> Generator[Any, Any, None]:
         """The same over IPv6 on ::1: the reactor adopts an IPv6 port."""
         from twisted.internet import reactor
         from twisted.internet.endpoints import TCP6ClientEndpoint
@@ -435,7 +502,7 @@ class RealEndpointTests(RealReactorTestCase):
         self.assertEqual(received, b"hello six")
 
     @onRealReactor
-    def test_listenAgain(self) -> Generator[Any, Any, None]:
+    def test_listen_again(self) -> Generator[Any, Any, None]:
         """After stopListening the endpoint listens again, on a new socket from a new helper run."""
         runs = self.runLog()
         endpoint = self.endpoint()
@@ -445,7 +512,7 @@ class RealEndpointTests(RealReactorTestCase):
         self.assertEqual(len(runs()), 2)
 
     @onRealReactor
-    def test_manyAtOnce(self) -> Generator[Any, Any, None]:
+    def test_many_at_once(self) -> Generator[Any, Any, None]:
         """
         Eight listens started in one turn, more than the pacer runs at a time, all succeed, each
         on its own port from its own helper run; one queued behind them and cancelled never runs a
@@ -501,7 +568,7 @@ class RealEndpointTests(RealReactorTestCase):
         self.assertEqual(received, b"secret")
 
     @onRealReactor
-    def test_stringEndpoint(self) -> Generator[Any, Any, None]:
+    def test_string_endpoint(self) -> Generator[Any, Any, None]:
         """
         ``serverFromString(reactor, "procket:tcp:0:interface=127.0.0.1")`` listens for real (port
         0 needs no privilege, so no helper runs) and serves a client.
@@ -523,7 +590,7 @@ class RealEndpointTests(RealReactorTestCase):
         self.assertEqual(runs(), [])
 
     @onRealReactor
-    def test_udpEcho(self) -> Generator[Any, Any, None]:
+    def test_udp_echo(self) -> Generator[Any, Any, None]:
         """
         A ProcketDatagramServerEndpoint's listen gives a UDP port whose DatagramProtocol receives
         a datagram and answers it.
@@ -553,7 +620,7 @@ class RealFailureTests(RealReactorTestCase):
     """Misbehaving helpers, timeouts and cancellation with the real reactor."""
 
     @onRealReactor
-    def test_outOfDescriptors(self) -> Generator[Any, Any, None]:
+    def test_out_of_descriptors(self) -> Generator[Any, Any, None]:
         """
         When the channel or the pidfd cannot be made (EMFILE), the acquisition fails with a
         HelperFailedError carrying the errno (it does not hang); a started helper is killed and
@@ -583,7 +650,7 @@ class RealFailureTests(RealReactorTestCase):
         sockets[0].close()
 
     @onRealReactor
-    def test_errorModes(self) -> Generator[Any, Any, None]:
+    def test_error_modes(self) -> Generator[Any, Any, None]:
         """
         Every helper misbehaviour makes listen fail with CannotListenError for the endpoint's
         address, carrying the right typed error (type, errno, step); nothing is left behind.
@@ -600,7 +667,7 @@ class RealFailureTests(RealReactorTestCase):
         yield self.assertNothingLeft(before)
 
     @onRealReactor
-    def test_datagramErrorMode(self) -> Generator[Any, Any, None]:
+    def test_datagram_error_mode(self) -> Generator[Any, Any, None]:
         """A datagram endpoint's helper failure is CannotListenError with the typed error too."""
         from twisted.internet import reactor
 
@@ -615,22 +682,111 @@ class RealFailureTests(RealReactorTestCase):
     def test_timeout(self) -> Generator[Any, Any, None]:
         """
         A helper that never answers fails listen with HelperTimeoutError (errno ETIMEDOUT, step
-        timeout) once the timeout has passed; the child was killed and reaped; nothing is open.
+        timeout) once the timeout has passed and well before the helper would end by itself
+        (timeout + TIMEOUT_SLACK, against its 30-second hang); by the time the Deferred fails the
+        child was killed and reaped (its pid is no child of ours, not even a zombie); nothing is
+        open. Fails if the helper is not killed at the timeout (the failure then comes only when
+        it ends by itself, or never), if it is not reaped, or if the timeout fires early.
         """
+        from twisted.internet import reactor
+
         self.mode("hang")
         before = self.snapshot()
         started = time.monotonic()
         listening = self.endpoint(timeout=0.5).listen(EchoFactory())
-        error = yield self.assertFailure(listening, CannotListenError)
-        self.assertGreaterEqual(time.monotonic() - started, 0.45)
+        pid = yield self.startedHelper(before)
+        error = yield self.assertFailure(
+            failsWithin(reactor, listening, 0.5 + TIMEOUT_SLACK), CannotListenError
+        )
+        elapsed = time.monotonic() - started
+        self.assertNotIn(pid, children(), "the timed-out helper is still our child")
+        self.assertGreaterEqual(elapsed, 0.45)
+        self.assertLess(elapsed, 0.5 + TIMEOUT_SLACK)
         problem = error.socketError
         self.assertIsInstance(problem, HelperTimeoutError)
         self.assertEqual((problem.errno, problem.step), (errno.ETIMEDOUT, "timeout"))
         self.assertIn("0.5 s", str(problem))
+        yield self.assertNoFdMore(before)
         yield self.assertNothingLeft(before, timeout=2.0)
 
     @onRealReactor
-    def test_cancelKillsHelper(self) -> Generator[Any, Any, None]:
+    def test_reply_after_timeout(self) -> Generator[Any, Any, None]:
+        """
+        A helper that answers with its fds (a TCP and a UDP socket) but then never exits
+        (``ok-then-hang``) is killed at the timeout: the acquisition fails with
+        HelperTimeoutError, not with the sockets, within timeout + TIMEOUT_SLACK; the child is
+        reaped by then; the fds that were waiting on the channel were received and closed, so
+        this process holds no fd more than before. Fails if a late reply's fds are kept (leaked)
+        or handed out, or if the helper is not killed or not reaped.
+        """
+        from twisted.internet import reactor
+
+        self.mode("ok-then-hang")
+        before = self.snapshot()
+        requests = [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")]
+        acquired = acquireSockets(reactor, requests, progname=FAKE, direct=False, timeout=2.0)
+        pid = yield self.startedHelper(before)
+        answered = yield waitFor(reactor, lambda: replyWaiting(before[0]), 2.0)
+        self.assertTrue(
+            answered, "the helper's answer never reached the channel before the timeout"
+        )
+        error = yield self.assertFailure(
+            failsWithin(reactor, acquired, 2.0 + TIMEOUT_SLACK), HelperTimeoutError
+        )
+        self.assertEqual((error.errno, error.step), (errno.ETIMEDOUT, "timeout"))
+        self.assertNotIn(pid, children(), "the timed-out helper is still our child")
+        yield self.assertNoFdMore(before)
+        yield self.assertNothingLeft(before)
+
+    @onRealReactor
+    def test_reply_after_cancel(self) -> Generator[Any, Any, None]:
+        """
+        Cancelling an acquisition whose helper has answered with its fds but not exited
+        (``ok-then-hang``: the answer waits unread on the channel) fails it with CancelledError
+        at once; the helper is killed (its child is gone within seconds, long before its own
+        30-second hang or the 30-second timeout would end it) and reaped; the fds of the answer
+        are received and closed, so this process holds no fd more than before. Fails if cancel
+        does not kill the helper, or if the answer's fds are leaked.
+        """
+        from twisted.internet import reactor
+
+        self.mode("ok-then-hang")
+        before = self.snapshot()
+        requests = [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")]
+        acquired = acquireSockets(reactor, requests, progname=FAKE, direct=False, timeout=30)
+        pid = yield self.startedHelper(before)
+        answered = yield waitFor(reactor, lambda: replyWaiting(before[0]), 10.0)
+        self.assertTrue(answered, "the helper's answer never reached the channel")
+        acquired.cancel()
+        yield self.assertFailure(acquired, defer.CancelledError)
+        gone = yield waitFor(reactor, lambda: pid not in children(), 5.0)
+        self.assertTrue(gone, "the cancelled helper was not killed and reaped")
+        yield self.assertNoFdMore(before)
+        yield self.assertNothingLeft(before)
+
+    @onRealReactor
+    def test_endpoint_reply_after_cancel(self) -> Generator[Any, Any, None]:
+        """
+        The same through an endpoint: cancelling listen after the helper has answered fails it
+        with CancelledError, adopts nothing, kills and reaps the helper and leaves no fd open.
+        """
+        from twisted.internet import reactor
+
+        self.mode("ok-then-hang")
+        before = self.snapshot()
+        listening = self.endpoint(timeout=30).listen(EchoFactory())
+        pid = yield self.startedHelper(before)
+        answered = yield waitFor(reactor, lambda: replyWaiting(before[0]), 10.0)
+        self.assertTrue(answered, "the helper's answer never reached the channel")
+        listening.cancel()
+        yield self.assertFailure(listening, defer.CancelledError)
+        gone = yield waitFor(reactor, lambda: pid not in children(), 5.0)
+        self.assertTrue(gone, "the cancelled helper was not killed and reaped")
+        yield self.assertNoFdMore(before)
+        yield self.assertNothingLeft(before)
+
+    @onRealReactor
+    def test_cancel_kills_helper(self) -> Generator[Any, Any, None]:
         """
         Cancelling listen's Deferred while the helper hangs fails it with CancelledError at once,
         kills the helper (the child disappears long before its timeout) and leaves nothing open.
@@ -647,7 +803,7 @@ class RealFailureTests(RealReactorTestCase):
         yield self.assertNothingLeft(before, timeout=5.0)
 
     @onRealReactor
-    def test_reactorResponsive(self) -> Generator[Any, Any, None]:
+    def test_reactor_responsive(self) -> Generator[Any, Any, None]:
         """
         While the helper runs (here: hangs until the timeout), the reactor keeps running other
         work: a LoopingCall keeps ticking.
@@ -677,7 +833,7 @@ class SynchronousPathTests(FakeHelperMixin, SynchronousTestCase):
     def setUp(self) -> None:
         self.resetFakeHelper()
 
-    def test_acquireSockets(self) -> None:
+    def test_acquire_sockets(self) -> None:
         """With a reactor that is not running, the sockets are there when the call returns."""
         runs = self.runLog()
         reactor = MemoryReactor()
@@ -700,9 +856,16 @@ class SynchronousPathTests(FakeHelperMixin, SynchronousTestCase):
         self.assertEqual(failure.value.step, "policy")
 
     def test_timeout(self) -> None:
-        """A hanging helper times out on the blocking path too, and is reaped."""
+        """
+        A hanging helper times out on the blocking path too (the blocking driver,
+        procket_twisted._client.spawn): HelperTimeoutError after the timeout and within
+        timeout + TIMEOUT_SLACK (the helper would hang 30 s), the helper killed and reaped by
+        the time it is raised, and no fd left. Fails if the blocking driver does not kill the
+        helper at its deadline (it would then wait for the helper to end by itself).
+        """
         self.mode("hang")
-        pids = children()
+        pids, fds = children(), openFds()
+        started = time.monotonic()
         acquired = acquireSockets(
             MemoryReactor(),
             [SocketRequest(0, "tcp", "127.0.0.1")],
@@ -710,8 +873,34 @@ class SynchronousPathTests(FakeHelperMixin, SynchronousTestCase):
             direct=False,
             timeout=0.3,
         )
+        elapsed = time.monotonic() - started
+        error = self.failureResultOf(acquired, HelperTimeoutError).value
+        self.assertEqual((error.errno, error.step), (errno.ETIMEDOUT, "timeout"))
+        self.assertGreaterEqual(elapsed, 0.25)
+        self.assertLess(elapsed, 0.3 + TIMEOUT_SLACK)
+        self.assertEqual(children() - pids, set())
+        self.assertEqual(describeFds(openFds() - fds), {})
+
+    def test_reply_after_timeout(self) -> None:
+        """
+        On the blocking path, a helper that answers with its fds but never exits
+        (``ok-then-hang``) times out in time, is killed and reaped, and the fds it sent are
+        closed: no fd more than before. Fails if the blocking driver keeps the late reply's fds.
+        """
+        self.mode("ok-then-hang")
+        pids, fds = children(), openFds()
+        started = time.monotonic()
+        acquired = acquireSockets(
+            MemoryReactor(),
+            [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")],
+            progname=FAKE,
+            direct=False,
+            timeout=1.0,
+        )
+        self.assertLess(time.monotonic() - started, 1.0 + TIMEOUT_SLACK)
         self.failureResultOf(acquired, HelperTimeoutError)
         self.assertEqual(children() - pids, set())
+        self.assertEqual(describeFds(openFds() - fds), {})
 
     def test_endpoint(self) -> None:
         """An endpoint's listen on a reactor that is not running has adopted when it returns."""
@@ -721,7 +910,7 @@ class SynchronousPathTests(FakeHelperMixin, SynchronousTestCase):
         self.assertEqual(len(reactor.adoptedPorts), 1)
         self.assertEqual(reactor.adoptedPorts[0][1], socket.AF_INET)
 
-    def test_serviceFailsAtStartup(self) -> None:
+    def test_service_fails_at_startup(self) -> None:
         """
         A datagram service whose helper refuses raises CannotListenError from
         privilegedStartService, with the typed error inside: twistd stops with it.
@@ -735,7 +924,7 @@ class SynchronousPathTests(FakeHelperMixin, SynchronousTestCase):
         self.assertIsInstance(error.socketError, SocketError)
         self.assertEqual(error.socketError.errno, errno.EADDRINUSE)
 
-    def test_badArguments(self) -> None:
+    def test_bad_arguments(self) -> None:
         """Bad requests or timeout raise at once, whatever the reactor, before anything runs."""
         runs = self.runLog()
         for reactor in (MemoryReactor(), None):
