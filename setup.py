@@ -1,9 +1,11 @@
 """
-The build step setup.cfg cannot express: compile the C helper into the package.
+The build step setup.cfg cannot express: compile the C programs into the package.
 
-``pip install .`` runs build_py, which also compiles the C files of ``procket_twisted/helper/``
-with the system C compiler into ``procket_twisted/helper/procket-helper``; ``procket-twisted
-install-helper`` later copies that binary into place, setuid root. The wheel is platform-specific.
+``pip install .`` runs build_py, which also compiles, with the system C compiler, the C files of
+``procket_twisted/helper/`` into ``procket_twisted/helper/procket-helper`` (``procket-twisted
+install-helper`` later copies it into place, setuid root) and those of ``procket_twisted/grant/``
+with the helper's policy files into ``procket_twisted/grant/procket-grant`` (the kernel grant
+tool, which ``procket-twisted grant`` runs as root). The wheel is platform-specific.
 """
 
 import importlib.util
@@ -14,7 +16,6 @@ from setuptools.command.build_py import build_py
 from setuptools.dist import Distribution
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, "procket_twisted", "helper")
 
 
 def _load_build_module():
@@ -26,14 +27,20 @@ def _load_build_module():
 
 
 class BuildWithHelper(build_py):
-    """build_py, plus the compiled helper."""
+    """build_py, plus the compiled helper and procket-grant (the kernel grant tool)."""
 
     def run(self):
         super().run()
-        output = os.path.join(self.build_lib, "procket_twisted", "helper", "procket-helper")
-        os.makedirs(os.path.dirname(output), exist_ok=True)
-        command = _load_build_module().compile_helper(output, SOURCE)
-        self.announce("built the helper: " + " ".join(command), level=2)
+        build = _load_build_module()
+        package = os.path.join(self.build_lib, "procket_twisted")
+        for name, compile_it in (
+            ("helper/procket-helper", build.compile_helper),
+            ("grant/procket-grant", build.compile_grant),
+        ):
+            output = os.path.join(package, name)
+            os.makedirs(os.path.dirname(output), exist_ok=True)
+            command = compile_it(output)
+            self.announce(f"built {name}: " + " ".join(command), level=2)
 
 
 class BinaryDistribution(Distribution):

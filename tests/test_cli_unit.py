@@ -63,8 +63,12 @@ class CommandLineTestCase(SynchronousTestCase):
         return status, stdout.getvalue(), stderr.getvalue()
 
     def without_bind_capability(self) -> None:
-        """Make doctor believe this process lacks CAP_NET_BIND_SERVICE (as a normal user does)."""
+        """
+        Make doctor believe this process lacks CAP_NET_BIND_SERVICE (as a normal user does), and
+        that no kernel grant lets it bind a privileged port (its real bind, as root, would).
+        """
         self.patch(procket_twisted._admin.doctor, "has_bind_capability", lambda: False)
+        self.patch(procket_twisted._admin.doctor, "_kernel_grant", lambda port, say: False)
 
 
 class ArgumentTests(CommandLineTestCase):

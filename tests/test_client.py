@@ -29,6 +29,7 @@ import procket_twisted._client.direct
 import procket_twisted._client.exchange
 import procket_twisted._client.request
 import procket_twisted._client.spawn
+import procket_twisted._client.system
 from procket_twisted import (
     HelperFailedError,
     HelperNotFoundError,
@@ -568,7 +569,44 @@ class LeastPrivilegeTests(ClientTestCase):
             "has_capability",
             lambda capability: capability != CAP_NET_BIND_SERVICE,
         )
+        # As if no kernel grant could stand for the capability (test_kernel_grant_attempt).
+        self.patch(procket_twisted._client.direct, "_GRANTABLE_KINDS", ())
         return low, high
+
+    def test_kernel_grant_attempt(self) -> None:
+        """
+        A TCP or UDP socket that lacks only CAP_NET_BIND_SERVICE is tried here first, as a kernel
+        grant would let it bind: when the bind succeeds (this test runs as root, which stands in
+        for the grant) no helper runs; when the kernel refuses (EACCES), the helper is asked.
+        """
+        runs = self.run_log()
+        ports: Set[int] = set()
+        while len(ports) < 2:
+            ports.add(free_port())
+        low, high = sorted(ports)
+        self.patch(procket_twisted._client.request, "unprivileged_port_start", lambda: high)
+        self.patch(
+            procket_twisted._client.direct,
+            "has_capability",
+            lambda capability: capability != CAP_NET_BIND_SERVICE,
+        )
+        if not procket_twisted._client.system.has_bind_capability():
+            raise self.skipTest("this process cannot bind a privileged port (as a grant would)")
+        sock = self.listen(low, ip="127.0.0.1", direct=True)
+        self.assertEqual((sock.getsockname()[1], runs()), (low, []))
+        sock.close()
+        real = procket_twisted._client.exchange.open_directly
+
+        def refused(request: SocketRequest, index: int = 1) -> socket.socket:
+            raise SocketError("no grant", errno=errno.EACCES, step="bind", index=index)
+
+        self.patch(procket_twisted._client.exchange, "open_directly", refused)
+        sock = self.listen(low, ip="127.0.0.1", direct=True)
+        self.assertEqual(len(runs()), 1)
+        sock.close()
+        self.patch(procket_twisted._client.exchange, "open_directly", real)
+        self.listen(low, ip="127.0.0.1", direct=False).close()  # direct=False: never tried here
+        self.assertEqual(len(runs()), 2)
 
     def test_mixed_direct_and_helper(self) -> None:
         """listen_many opens the direct ones here, runs the helper once for the rest, in order."""

@@ -403,7 +403,7 @@ class AcquireSocketsTests(RealReactorTestCase):
         from twisted.internet import reactor
 
         self.patch(
-            procket_twisted._client.exchange, "can_open_directly", lambda r: r.protocol == "tcp"
+            procket_twisted._client.exchange, "worth_trying_directly", lambda r: r.protocol == "tcp"
         )
         runs = self.runLog()
         requests = [SocketRequest(0, "tcp", "127.0.0.1"), SocketRequest(0, "udp", "127.0.0.1")]
@@ -423,7 +423,7 @@ class AcquireSocketsTests(RealReactorTestCase):
         from twisted.internet import reactor
 
         self.patch(
-            procket_twisted._client.exchange, "can_open_directly", lambda r: r.protocol == "tcp"
+            procket_twisted._client.exchange, "worth_trying_directly", lambda r: r.protocol == "tcp"
         )
         self.mode("error-bind")
         before = self.snapshot()

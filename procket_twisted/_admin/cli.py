@@ -1,6 +1,7 @@
 """
-The C{procket-twisted} command: C{install-helper} (as root), C{doctor} (as anyone), C{run}
-(socket activation for any program) and C{plugin-cache} (as the user who installed the package).
+The C{procket-twisted} command: C{install-helper} and C{grant} (as root), C{doctor} (as anyone),
+C{run} (socket activation for any program) and C{plugin-cache} (as the user who installed the
+package).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .._client.api import DEFAULT_TIMEOUT
 from .activation import run
 from .doctor import doctor
 from .install import DEFAULT_PREFIX, MODES, InstallError, install_helper
+from .kernel_grant import GRANT_ACTIONS, policy_path, run_grant, write_unit
 from .plugin_cache import regenerate_plugin_cache
 
 __all__ = ["main"]
@@ -89,6 +91,32 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to wait for the helper (default %(default)s)",
     )
     activate.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
+    grant = commands.add_parser(
+        "grant",
+        help="kernel-enforced grants: the policy as a cgroup BPF bind hook (as root)",
+        description="Compile the policy's TCP and UDP rules into a cgroup BPF program that lets "
+        "the processes of a cgroup bind the privileged ports the policy grants them, with a plain "
+        "bind(): no helper, no setuid, under no_new_privs too. apply loads it (or replaces it "
+        "atomically), remove takes it away, status says what is installed, compile shows the "
+        "program and what each rule becomes, loading nothing. Whatever the program cannot decide "
+        "falls back to the helper.",
+    )
+    grant.add_argument("action", choices=GRANT_ACTIONS)
+    grant.add_argument(
+        "--prefix",
+        default=DEFAULT_PREFIX,
+        help="where the helper and its policy are installed (default: %(default)s)",
+    )
+    grant.add_argument("--policy", help="the policy file (default: the installed helper's)")
+    grant.add_argument(
+        "--cgroup", help="the cgroup v2 directory (default: the root of the hierarchy)"
+    )
+    grant.add_argument("--bpffs", help="where to pin it (default: /sys/fs/bpf)")
+    grant.add_argument(
+        "--unit",
+        action="store_true",
+        help="with apply: also write the systemd unit that applies it at boot",
+    )
     commands.add_parser(
         "plugin-cache",
         help="regenerate Twisted's plugin cache (as the user who installed the package)",
@@ -124,6 +152,19 @@ def _run(options: argparse.Namespace) -> int:
     raise AssertionError("exec returned")  # pragma: no cover
 
 
+def _grant(options: argparse.Namespace) -> int:
+    policy = policy_path(options.prefix, options.policy)
+    try:
+        status = run_grant(options.action, policy, options.cgroup, options.bpffs)
+        if options.unit and options.action == "apply" and status == 0:
+            for line in write_unit(policy, options.cgroup):
+                print(line)
+    except (InstallError, OSError) as error:
+        print(f"procket-twisted grant: error: {error}", file=sys.stderr)
+        return 1
+    return status
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; return its exit status."""
     options = _parser().parse_args(argv)
@@ -137,6 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if options.command == "run":
         return _run(options)
+    if options.command == "grant":
+        return _grant(options)
     if options.command == "plugin-cache":
         for line in regenerate_plugin_cache():
             print(line)

@@ -8,16 +8,24 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 import time
 from typing import Callable, List, Optional, Tuple
 
 from .._client.api import listen
 from .._client.diagnose import can_execute, no_new_privs, privilege_problems
 from .._client.direct import has_bind_capability, unprivileged_port_start
-from .._client.errors import HelperNotFoundError, HelperNotPrivilegedError, ProcketError
+from .._client.errors import (
+    HelperNotFoundError,
+    HelperNotPrivilegedError,
+    ProcketError,
+    SocketError,
+)
 from .._client.locate import Progname, find_helper, has_file_capabilities
 from .._client.policy_check import policy_decisions
 from .._client.request import SocketRequest
+from .install import InstallError
+from .kernel_grant import grant_tool
 
 __all__ = ["doctor"]
 
@@ -146,6 +154,48 @@ def _probe(
     return ports[-1], failure
 
 
+def _kernel_grant(port: int, say: Callable[[str], None]) -> bool:
+    """
+    Whether a kernel grant (procket-twisted grant) lets this user bind PORT itself: one bind, as
+    the client tries it, no helper.
+    """
+    request = SocketRequest(port, "tcp", _PROBE_ADDRESS)
+    try:
+        request.open_here(1).close()
+    except SocketError as error:
+        if error.errno == errno.EACCES:
+            say(f"- kernel grant: none lets this user bind {request.describe()} itself here")
+        else:
+            say(f"- kernel grant: cannot tell ({error})")
+        return False
+    say(
+        f"- kernel grant: this user binds {request.describe()} itself, with no helper (a cgroup "
+        "BPF program grants it: procket-twisted grant); TCP and UDP without privileged options "
+        "go that way, the rest (raw, packet, TUN/TAP, privileged options) to the helper"
+    )
+    return True
+
+
+def _grant_rules(helper: str, say: Callable[[str], None]) -> None:
+    """What each policy rule becomes in a kernel grant (procket-grant compile), when readable."""
+    policy = os.path.join(os.path.dirname(helper), "policy")
+    try:
+        tool = grant_tool()
+    except InstallError:
+        return
+    if not os.access(policy, os.R_OK):
+        return
+    compiled = subprocess.run([tool, "compile", policy], capture_output=True, text=True)
+    if compiled.returncode != 0:
+        return
+    rules = [line for line in compiled.stdout.splitlines() if line.startswith(("rule ", "  inet"))]
+    say("- kernel grant rules (procket-twisted grant compile): what the kernel decides itself")
+    for line in rules[:24]:
+        say(f"    {line.strip()}")
+    if len(rules) > 24:
+        say(f"    ... ({len(rules) - 24} more lines)")
+
+
 def _show_rule(progname: Progname, port: int, say: Callable[[str], None]) -> None:
     """Say which policy rule decides the probe's request for this user."""
     request = SocketRequest(port, "tcp", _PROBE_ADDRESS)
@@ -174,10 +224,14 @@ def doctor(
         )
         return 0
     say(f"- no_new_privs: {'SET (setuid helpers cannot work)' if no_new_privs() else 'not set'}")
+    granted = _kernel_grant(port if port is not None else 1023, say)
     try:
         command = find_helper(progname)
     except HelperNotFoundError as error:
         say(f"- helper: none. {error}")
+        if granted:
+            say("RESULT: this user gets privileged TCP and UDP ports from the kernel grant.")
+            return 0
         say("RESULT: this user cannot get privileged sockets yet.")
         return 1
     say(f"- helper: {command.describe()}")
@@ -186,6 +240,7 @@ def doctor(
     for extra in (_build_line(command.helper), _tun_line(command.helper)):
         if extra is not None:
             say(extra)
+    _grant_rules(command.helper, say)
     probed, failure = _probe(progname, port, say)
     _show_rule(progname, probed, say)
     if failure is None:
@@ -197,5 +252,11 @@ def doctor(
     )
     for fix in fixes:
         say(f"- fix: {fix}")
+    if granted:
+        say(
+            "RESULT: this user gets privileged TCP and UDP ports from the kernel grant; the "
+            "helper, for the rest, does not work (see above)."
+        )
+        return 0
     say("RESULT: this user cannot get privileged sockets right now.")
     return 1

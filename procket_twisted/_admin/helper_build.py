@@ -23,10 +23,14 @@ import subprocess
 import tempfile
 from typing import List, Optional, Sequence
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The helper's source directory in this package.
-HELPER_DIRECTORY = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helper"
-)
+HELPER_DIRECTORY = os.path.join(_PACKAGE, "helper")
+#: procket-grant's (the kernel grant tool's) source directory in this package.
+GRANT_DIRECTORY = os.path.join(_PACKAGE, "grant")
+#: The helper's files procket-grant links: the pure ones (no I/O, no privilege), as the fuzzers
+#: link them, so that the policy's grammar and meaning exist once.
+PURE_HELPER_FILES = ("kinds.c", "text.c", "request.c", "policy.c")
 
 WARNINGS = [
     "-Wall", "-Wextra", "-Werror", "-Wformat=2", "-Wconversion", "-Wsign-conversion",
@@ -94,7 +98,7 @@ def _kernel_headers(directory: str) -> str:
 
 
 def helper_sources(directory: str = HELPER_DIRECTORY) -> List[str]:
-    """Every C file of the helper in DIRECTORY, sorted (they are linked into one program)."""
+    """Every C file in DIRECTORY, sorted (they are linked into one program)."""
     return sorted(
         os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".c")
     )
@@ -118,11 +122,11 @@ def _compile_musl(
 
     with tempfile.TemporaryDirectory(prefix="procket-helper-build-") as work:
         include = _kernel_headers(work)
-        objects = []
+        objects: List[str] = []
         compile_command: List[str] = []
         for source in sources:
             name = os.path.splitext(os.path.basename(source))[0]
-            objects.append(os.path.join(work, name + ".o"))
+            objects.append(os.path.join(work, f"{len(objects)}-{name}.o"))
             compile_command = (
                 ["musl-gcc", "-std=c11"] + WARNINGS + HARDENING + list(extra)
                 + ["-isystem", include, "-c", "-o", objects[-1], source]
@@ -157,14 +161,38 @@ def compile_helper(
         sanitizers, which need glibc).
     @raise subprocess.CalledProcessError: when the compiler fails (its output shows why).
     """
-    sources = helper_sources(directory)
+    return _compile(output, helper_sources(directory), extra, static, musl)
+
+
+def compile_grant(
+    output: str,
+    grant_directory: str = GRANT_DIRECTORY,
+    helper_directory: str = HELPER_DIRECTORY,
+    extra: Sequence[str] = (),
+    static: Optional[bool] = None,
+    musl: bool = True,
+) -> List[str]:
+    """
+    Compile procket-grant (the kernel grant tool, run by root, never setuid) into OUTPUT: every C
+    file of GRANT_DIRECTORY and the helper's pure files, with the helper's flags.
+
+    @raise subprocess.CalledProcessError: when the compiler fails.
+    """
+    sources = helper_sources(grant_directory)
+    sources += [os.path.join(helper_directory, name) for name in PURE_HELPER_FILES]
+    return _compile(output, sources, ["-I" + helper_directory, *extra], static, musl)
+
+
+def _compile(
+    output: str, sources: Sequence[str], extra: Sequence[str], static: Optional[bool], musl: bool
+) -> List[str]:
     library = musl_directory() if musl and static is not False else None
     if library is not None:
         return _compile_musl(sources, output, extra, library)
     base = compiler() + ["-std=c11"] + WARNINGS + HARDENING + list(extra)
     attempts = [STATIC, DYNAMIC] if static is None else [STATIC if static else DYNAMIC]
     for number, link in enumerate(attempts, 1):
-        command = base + link + ["-o", output] + sources
+        command = base + link + ["-o", output] + list(sources)
         last = number == len(attempts)
         result = subprocess.run(command, capture_output=not last)
         if result.returncode == 0:

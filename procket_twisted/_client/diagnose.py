@@ -48,8 +48,9 @@ def privilege_problems(helper: str) -> List[str]:
         problems.append(
             "this process runs with no_new_privs set (systemd NoNewPrivileges=, docker "
             "--security-opt no-new-privileges, setpriv --no-new-privs...), so the kernel ignores "
-            "setuid bits and file capabilities: start it without no_new_privs, or use the sudo "
-            f"mode ({INSTALL_COMMAND} --mode sudo)"
+            "setuid bits and file capabilities (and sudo, which is setuid, cannot run either): "
+            "start it without no_new_privs, or, for TCP and UDP ports, let the kernel grant them "
+            "with no helper at all (as root: procket-twisted grant apply)"
         )
     try:
         info = os.stat(helper)

@@ -3,7 +3,8 @@ One batch of requests, from its plan to its one result, with no I/O of its own: 
 blocking driver (L{procket_twisted.listen_many}) and the reactor's (C{acquireSockets}) share.
 
 An L{Exchange} is made from the requests (checked once: kinds, count, timeout). It opens at once
-what needs no privilege here (least privilege), and says what is left for the helper
+what needs no privilege here, or what a kernel grant may let it bind (least privilege: see
+L{procket_twisted._client.direct}), and says what is left for the helper
 (L{Exchange.helper_command}). A driver runs the helper however it runs things (waiting on a pidfd,
 or from the reactor), and hands back what the helper sent: L{Exchange.finish} turns it into the
 sockets in request order, or raises the one typed error (its index the caller's, not the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
-from .direct import can_open_directly, open_directly
+from .direct import open_directly, worth_trying_directly
 from .errors import HelperTimeoutError, ProcketError, SocketError
 from .failures import helper_timeout
 from .kinds import AnyRequest
@@ -100,9 +101,10 @@ class Exchange:
         self.timeout = float(timeout)
         self._opened: Dict[int, Any] = {}
         self.privileged: List[int] = []
+        self._refused_here = False  # a bind tried here was refused (no kernel grant covers it)
         try:
             for position, request in enumerate(self.requests):
-                if not (direct and can_open_directly(request)):
+                if not (direct and worth_trying_directly(request)):
                     self.privileged.append(position)
                     continue
                 try:
@@ -110,6 +112,7 @@ class Exchange:
                 except SocketError as error:
                     if error.errno not in _DENIED:
                         raise
+                    self._refused_here = True
                     self.privileged.append(position)
         except BaseException:
             self.abandon()
@@ -158,8 +161,16 @@ class Exchange:
         return self.sockets()
 
     def fail(self, error: ProcketError) -> ProcketError:
-        """Close what was opened here and return ERROR with its index the caller's."""
+        """
+        Close what was opened here and return ERROR with its index the caller's (and, when no
+        helper could be run after the kernel refused a bind tried here, saying so).
+        """
         self.abandon()
+        if self._refused_here and error.step in ("find", "spawn"):
+            error.strerror = (
+                "the kernel refused to let this process bind it itself (no kernel grant covers "
+                f"it: procket-twisted grant), and {error.strerror}"
+            )
         if 1 <= error.index <= len(self.privileged):
             error.index = self.privileged[error.index - 1] + 1
         return error

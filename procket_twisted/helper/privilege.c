@@ -121,7 +121,8 @@ void check_privilege(capabilities needed, capabilities available)
         return;
     if (caller_set_no_new_privs)
         fail(0, STEP_PRIVILEGE, EPERM, "the helper is not privileged because the caller runs "
-             "with no_new_privs set, so the kernel ignored its setuid bit and file capabilities");
+             "with no_new_privs set, so the kernel ignored its setuid bit and file capabilities "
+             "(for TCP and UDP ports a kernel grant needs neither: procket-twisted grant)");
     fail(0, STEP_PRIVILEGE, EPERM, "the helper is not privileged (euid %u, missing capability "
          "mask 0x%llx): install it with 'procket-twisted install-helper' (setuid root or file "
          "capabilities) on a filesystem not mounted nosuid", (unsigned)geteuid(),
