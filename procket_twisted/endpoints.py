@@ -14,10 +14,12 @@ Importing this module never imports the reactor.
 from ._twisted.batch import acquireEndpoints
 from ._twisted.endpoints import (
     AdoptedDatagramServerEndpoint,
+    AdoptedStreamEndpoint,
     ProcketDatagramServerEndpoint,
     ProcketServerEndpoint,
     TLSServerEndpoint,
     adoptSocket,
+    release,
 )
 from ._twisted.interfaces import IDatagramServerEndpoint
 from ._twisted.packet import (
@@ -46,6 +48,8 @@ __all__ = [
     "ProcketDatagramServerEndpoint",
     "TLSServerEndpoint",
     "AdoptedDatagramServerEndpoint",
+    "AdoptedStreamEndpoint",
+    "release",
     "IDatagramServerEndpoint",
     "ProcketServerParser",
     "datagramEndpointFromString",

@@ -10,7 +10,6 @@ import os
 import socket
 
 from twisted.internet import defer
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
@@ -21,6 +20,7 @@ from procket_twisted.endpoints import (
     AdoptedDatagramServerEndpoint,
     AdoptedPacketEndpoint,
     AdoptedRawEndpoint,
+    AdoptedStreamEndpoint,
     AdoptedTunnelEndpoint,
     ProcketPacketEndpoint,
     ProcketTunnelEndpoint,
@@ -64,7 +64,7 @@ class RoutingTests(SynchronousTestCase):
         endpoints = self.successResultOf(acquireEndpoints(MemoryReactor(), [SocketRequest(0)] * 5))
         self.assertEqual(
             [type(endpoint) for endpoint in endpoints],
-            [AdoptedStreamServerEndpoint, AdoptedDatagramServerEndpoint, AdoptedRawEndpoint,
+            [AdoptedStreamEndpoint, AdoptedDatagramServerEndpoint, AdoptedRawEndpoint,
              AdoptedPacketEndpoint, AdoptedTunnelEndpoint],
         )  # fmt: skip
         handles[4].close()

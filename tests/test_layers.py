@@ -33,6 +33,7 @@ PUBLIC = {
     "procket_twisted": ("_client",),
     "procket_twisted.endpoints": ("_client", "_twisted"),
     "procket_twisted.testing": ("_client", "_twisted"),
+    "procket_twisted.pytest_plugin": ("_client",),
 }
 
 
@@ -101,7 +102,14 @@ class LayerTests(SynchronousTestCase):
             for name in self.modules
             if name.count(".") == 1 and name.split(".")[1] not in LAYERS
         }
-        self.assertEqual(top, {"procket_twisted.endpoints", "procket_twisted.testing"})
+        self.assertEqual(
+            top,
+            {
+                "procket_twisted.endpoints",
+                "procket_twisted.testing",
+                "procket_twisted.pytest_plugin",
+            },
+        )
 
     def test_no_upward_imports(self) -> None:
         """A layer imports only itself and the layers below it; public modules only theirs."""

@@ -15,6 +15,7 @@ from .packet import Instruction, PacketRequest
 from .raw import RawRequest
 from .request import IPAddressLike, SocketRequest
 from .spawn import exchange
+from .standin import installed
 from .tun import TunDevice, TunRequest
 
 __all__ = [
@@ -54,6 +55,9 @@ def listen_many(
     @raise ProcketError: on any failure; then no socket stays open and no helper is left running.
         C{error.index} is the 1-based position in REQUESTS of the socket that failed (or 0).
     """
+    stand_in = installed()
+    if stand_in is not None:
+        return stand_in(check_batch(requests, timeout))
     batch = Exchange(requests, timeout, direct)
     if not batch.needs_helper:
         return batch.sockets()

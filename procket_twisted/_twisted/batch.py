@@ -9,13 +9,12 @@ import socket
 from typing import Any, Iterable, List
 
 from twisted.internet import defer
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 
 from .._client.api import DEFAULT_TIMEOUT
 from .._client.kinds import AnyRequest
 from .._client.locate import Progname
 from .._client.tun import TunDevice
-from .endpoints import AdoptedDatagramServerEndpoint, _HelperEndpoint
+from .endpoints import AdoptedDatagramServerEndpoint, AdoptedStreamEndpoint, _HelperEndpoint
 from .packet import AdoptedPacketEndpoint
 from .raw import AdoptedRawEndpoint
 from .tun import AdoptedTunnelEndpoint
@@ -33,7 +32,7 @@ def _adopted(reactor: Any, handle: Any) -> Any:
         return AdoptedRawEndpoint(reactor, handle)
     family = handle.family
     if handle.type == socket.SOCK_STREAM:
-        return AdoptedStreamServerEndpoint(reactor, handle.detach(), family)
+        return AdoptedStreamEndpoint(reactor, handle.detach(), family)
     return AdoptedDatagramServerEndpoint(reactor, handle.detach(), family)
 
 
@@ -47,9 +46,10 @@ def acquireEndpoints(
 ) -> defer.Deferred[List[Any]]:
     """
     Many sockets (of any kind) from one helper run, as single-use endpoints in request order:
-    C{AdoptedStreamServerEndpoint} for TCP, L{AdoptedDatagramServerEndpoint} for UDP, and the
-    raw, packet and TUN/TAP ones for those kinds. Listen on each once; each owns its descriptor
-    until then.
+    L{AdoptedStreamEndpoint} (a C{AdoptedStreamServerEndpoint}) for TCP,
+    L{AdoptedDatagramServerEndpoint} for UDP, and the raw, packet and TUN/TAP ones for those
+    kinds. Listen on each once; each owns its descriptor until then, or until its C{close}
+    (L{release} closes a whole batch).
     """
     acquired = _HelperEndpoint._acquire(
         reactor, requests, progname=progname, timeout=timeout, direct=direct

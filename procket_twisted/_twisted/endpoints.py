@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 from twisted.internet import defer, error, fdesc
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -24,6 +25,8 @@ from .interfaces import IDatagramServerEndpoint
 from .reactor_client import acquireSockets
 
 __all__ = [
+    "AdoptedStreamEndpoint",
+    "release",
     "ProcketServerEndpoint",
     "ProcketDatagramServerEndpoint",
     "TLSServerEndpoint",
@@ -210,19 +213,76 @@ class TLSServerEndpoint:
 class SingleUse:
     """
     What the endpoints for something already acquired share: the first C{listen} adopts it; any
-    later one fails with C{AlreadyListened}, as Twisted's C{AdoptedStreamServerEndpoint} does.
+    later one fails with C{AlreadyListened}, as Twisted's C{AdoptedStreamServerEndpoint} does, and
+    C{close} gives it up without listening (its descriptor is closed at once).
     """
 
     _used = False
+    _closed = False
 
     def _adoptOnce(self, adopt: Callable[[], Any]) -> defer.Deferred[Any]:
         if self._used:
-            return defer.fail(error.AlreadyListened())
+            done = "closed" if self._closed else "listened on"
+            return defer.fail(
+                error.AlreadyListened(
+                    f"{self!r} was {done} already: an acquired endpoint is used once "
+                    "(acquire another)"
+                )
+            )
         self._used = True
         try:
             return defer.succeed(adopt())
         except BaseException:
             return defer.fail()
+
+    def close(self) -> None:
+        """
+        Give up what this endpoint holds without listening on it: its descriptor is closed now
+        (not when the process exits), and a later C{listen} fails with C{AlreadyListened}. Does
+        nothing once it has listened (the port owns the descriptor then) or been closed.
+        """
+        if not self._used:
+            self._used = self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+
+def release(acquired: Iterable[Any]) -> None:
+    """
+    Close everything of ACQUIRED (what L{acquireEndpoints} or L{acquireSockets} gave: endpoints
+    not listened on, sockets, TUN devices) that is still held: the batch not needed after all.
+    """
+    for item in acquired:
+        item.close()
+
+
+@implementer(IStreamServerEndpoint)
+class AdoptedStreamEndpoint(SingleUse, AdoptedStreamServerEndpoint):
+    """
+    A stream endpoint for a listening socket already acquired (L{acquireEndpoints}): like
+    Twisted's C{AdoptedStreamServerEndpoint} (a subclass of it, for C{isinstance}), single use,
+    the descriptor closed after adoption, plus L{close}.
+    """
+
+    def __repr__(self) -> str:
+        return f"<AdoptedStreamEndpoint fd={self.fileno} family={self.addressFamily}>"
+
+    def listen(self, protocolFactory: Any) -> defer.Deferred[IListeningPort]:
+        """Adopt the listening socket for PROTOCOLFACTORY, once."""
+        return self._adoptOnce(lambda: self._adopt(protocolFactory))
+
+    def _adopt(self, protocolFactory: Any) -> IListeningPort:
+        fdesc.setNonBlocking(self.fileno)
+        port: IListeningPort = self.reactor.adoptStreamPort(
+            self.fileno, self.addressFamily, protocolFactory
+        )
+        os.close(self.fileno)
+        return port
+
+    def _release(self) -> None:
+        os.close(self.fileno)
 
 
 @implementer(IDatagramServerEndpoint)
@@ -259,3 +319,9 @@ class AdoptedDatagramServerEndpoint(SingleUse):
         )
         self._close(self.fileno)
         return port
+
+    def _release(self) -> None:
+        self._close(self.fileno)
+
+    def __repr__(self) -> str:
+        return f"<AdoptedDatagramServerEndpoint fd={self.fileno} family={self.addressFamily}>"

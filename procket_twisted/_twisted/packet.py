@@ -438,6 +438,12 @@ class AdoptedPacketEndpoint(SingleUse):
         self.socket = sock
         self.maxPacketSize = maxPacketSize
 
+    def _release(self) -> None:
+        self.socket.close()
+
+    def __repr__(self) -> str:
+        return f"<AdoptedPacketEndpoint {self.socket!r}>"
+
     def listen(self, protocol: Any) -> defer.Deferred[PacketPort]:
         """Adopt the socket for PROTOCOL, once."""
         return self._adoptOnce(

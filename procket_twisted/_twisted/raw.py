@@ -382,6 +382,12 @@ class AdoptedRawEndpoint(SingleUse):
         self.socket = sock
         self.maxPacketSize = maxPacketSize
 
+    def _release(self) -> None:
+        self.socket.close()
+
+    def __repr__(self) -> str:
+        return f"<AdoptedRawEndpoint {self.socket!r}>"
+
     def listen(self, protocol: Any) -> defer.Deferred[IListeningPort]:
         """Adopt the socket for PROTOCOL, once."""
         return self._adoptOnce(

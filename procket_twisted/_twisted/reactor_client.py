@@ -32,6 +32,7 @@ from .._client.exchange import Exchange, check_batch
 from .._client.kinds import AnyRequest
 from .._client.locate import HelperCommand, Progname
 from .._client.spawn import start_helper, stop_helper
+from .._client.standin import installed
 from .._client.wire import Packet, receive_packets
 from .pacer import pacerFor
 
@@ -203,7 +204,7 @@ def acquireSockets(
         L{ProcketError}. Cancelling it kills the helper and closes everything.
     @raise TypeError, ValueError: at once, for bad REQUESTS or TIMEOUT.
     """
-    if not getattr(reactor, "running", False):
+    if installed() is not None or not getattr(reactor, "running", False):
         wanted = check_batch(requests, timeout)
         return defer.execute(listen_many, wanted, progname=progname, timeout=timeout, direct=direct)
     try:

@@ -270,6 +270,12 @@ class AdoptedTunnelEndpoint(SingleUse):
         self.device = device
         self.maxPacketSize = maxPacketSize
 
+    def _release(self) -> None:
+        self.device.close()
+
+    def __repr__(self) -> str:
+        return f"<AdoptedTunnelEndpoint {self.device!r}>"
+
     def listen(self, protocol: Any) -> defer.Deferred[TuntapPort]:
         """Adopt the device for PROTOCOL, once."""
         return self._adoptOnce(
