@@ -9,6 +9,7 @@ import errno as errnos
 import os
 from typing import Any, Optional, Protocol
 
+from .dual_stack import collision_hint, dual_stack_note
 from .errors import HelperTimeoutError, SocketError
 
 __all__ = ["socket_error", "helper_timeout", "Described"]
@@ -23,9 +24,10 @@ class Described(Protocol):
 def _hint(name: str, request: Any) -> Optional[str]:
     port = getattr(request, "port", None)
     if name == "EADDRINUSE" and port is not None:
-        return (
-            f"something already uses {request.protocol} port {port} there "
-            f"(ss -lnp 'sport = :{port}' shows what); stop it or choose another port"
+        return collision_hint(request) or (
+            f"something already uses {request.protocol} port {port} there"
+            f"{dual_stack_note(request)} (ss -lnp 'sport = :{port}' shows what); stop it or "
+            "choose another port"
         )
     if name == "EADDRNOTAVAIL":
         return f"{getattr(request, 'ip', 'the address')} is not an address of this machine (ip address shows them)"
