@@ -216,7 +216,7 @@ def install_prefix(
     build = os.environ.get(HELPER_BUILD_VARIABLE)
     source = ["--from", build] if build else []
     result = subprocess.run(
-        cli_command() + ["install-helper", "--prefix", path, *source, *options],
+        cli_command() + ["install-helper", "--no-record", "--prefix", path, *source, *options],
         capture_output=True,
         text=True,
     )

@@ -115,7 +115,7 @@ class InstallSecurityTests(SynchronousTestCase):
 
     def install(self, prefix: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            cli_command() + ["install-helper", "--prefix", prefix],
+            cli_command() + ["install-helper", "--no-record", "--prefix", prefix],
             capture_output=True,
             text=True,
             timeout=120,

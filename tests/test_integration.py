@@ -347,7 +347,7 @@ class InstallHelperTests(SynchronousTestCase):
         prefix = install_prefix(self)
         prefix.write_policy("allow kind=tcp port=1-1023\n")
         again = subprocess.run(
-            cli_command() + ["install-helper", "--prefix", prefix.path],
+            cli_command() + ["install-helper", "--no-record", "--prefix", prefix.path],
             capture_output=True,
             text=True,
         )
@@ -383,7 +383,9 @@ class InstallHelperTests(SynchronousTestCase):
         prefix = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, prefix)
         result = subprocess.run(
-            cli_command() + ["install-helper", "--prefix", prefix], capture_output=True, text=True
+            cli_command() + ["install-helper", "--no-record", "--prefix", prefix],
+            capture_output=True,
+            text=True,
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn(f"made {prefix} searchable by every user", result.stdout)
@@ -405,7 +407,8 @@ class InstallHelperTests(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, parent)
         os.chown(parent, TEST_UID, TEST_GID)
         result = subprocess.run(
-            cli_command() + ["install-helper", "--prefix", os.path.join(parent, "p")],
+            cli_command()
+            + ["install-helper", "--no-record", "--prefix", os.path.join(parent, "p")],
             capture_output=True,
             text=True,
         )

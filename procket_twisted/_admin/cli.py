@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         "a sanitizer build)",
     )
     install.add_argument(
+        "--no-record",
+        dest="record",
+        action="store_false",
+        help="do not record this helper in /etc/procket-twisted/helper, where programs look after "
+        "PROCKET_HELPER (for a second, private install)",
+    )
+    install.add_argument(
         "--mode",
         choices=MODES,
         default="setuid",
@@ -170,7 +177,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     options = _parser().parse_args(argv)
     if options.command == "install-helper":
         try:
-            for line in install_helper(options.prefix, options.group, options.mode, options.source):
+            for line in install_helper(
+                options.prefix, options.group, options.mode, options.source, options.record
+            ):
                 print(line)
         except (InstallError, OSError) as error:
             print(f"procket-twisted install-helper: error: {error}", file=sys.stderr)

@@ -21,6 +21,7 @@ from .._client.errors import (
     ProcketError,
     SocketError,
 )
+from .._client.install_record import record_problem
 from .._client.locate import Progname, find_helper, has_file_capabilities
 from .._client.policy_check import policy_decisions
 from .._client.request import SocketRequest
@@ -225,6 +226,9 @@ def doctor(
         return 0
     say(f"- no_new_privs: {'SET (setuid helpers cannot work)' if no_new_privs() else 'not set'}")
     granted = _kernel_grant(port if port is not None else 1023, say)
+    ignored = record_problem()
+    if ignored is not None:
+        say(f"- install record: ignored, {ignored}; run install-helper again to rewrite it")
     try:
         command = find_helper(progname)
     except HelperNotFoundError as error:

@@ -23,7 +23,10 @@ this command, in this order:
      directory's descriptor), sets owner, mode and capabilities on the file's descriptor, and
      renames it over the old helper, so the helper is replaced atomically;
   4. writes the default policy whole to a new file and links it to C{policy}, which leaves an
-     existing policy alone (and says if the helper would refuse it).
+     existing policy alone (and says if the helper would refuse it);
+  5. records the helper's path in /etc/procket-twisted/helper (unless C{--no-record}), its
+     directories checked and made as in 1 and 2, the file written whole and renamed into place,
+     so that clients find this helper without PROCKET_HELPER.
 
 No path under PREFIX is ever followed twice or by name, so a user who can change a directory on
 the way cannot redirect root's mkdir, chown or chmod to another file. Running it twice is
@@ -42,6 +45,7 @@ import stat
 import subprocess
 from typing import List, Optional, Tuple
 
+from .._client.install_record import RECORD
 from .plugin_cache import regenerate_plugin_cache
 
 __all__ = [
@@ -487,11 +491,41 @@ def _install_into(
     return done
 
 
+def _write_record(helper: str) -> str:
+    """
+    Record HELPER's path in L{RECORD} (for clients that have no PROCKET_HELPER): written whole
+    to a new file in its directory, checked and made the same way as the helper's, and renamed
+    over the old record. Returns the line to print.
+    """
+    opened = _open_helper_directory(os.path.dirname(RECORD))
+    directory = opened[-1][1]
+    name = os.path.basename(RECORD)
+    try:
+        temporary, handle = _create_temporary(directory, name)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(helper + "\n")
+                stream.flush()
+                os.fchown(stream.fileno(), 0, 0)
+                os.fchmod(stream.fileno(), 0o644)
+                os.fsync(stream.fileno())
+            os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+        except BaseException:
+            _remove_temporary(directory, temporary)
+            raise
+        os.fsync(directory)
+    finally:
+        for _, descriptor in opened:
+            os.close(descriptor)
+    return f"recorded it in {RECORD}: programs find it without PROCKET_HELPER"
+
+
 def install_helper(
     prefix: str = DEFAULT_PREFIX,
     group: Optional[str] = None,
     mode: str = "setuid",
     source: Optional[str] = None,
+    record: bool = True,
 ) -> List[str]:
     """
     Install the helper under PREFIX and return what was done, a line per action.
@@ -502,6 +536,9 @@ def install_helper(
         C{sudo} (a sudoers drop-in lets GROUP, or everyone, run it through C{sudo -n}).
     @param source: the helper binary to install instead of the one built with this package (a
         sanitizer build for the tests, a distribution's build).
+    @param record: record the helper's path in L{RECORD}, where clients look after
+        C{PROCKET_HELPER}, so that this install is the one they use; C{False} leaves the record
+        alone (a second, private install).
     @raise InstallError: when not root, or the prefix, group or source cannot be used.
     """
     if mode not in MODES:
@@ -534,7 +571,15 @@ def install_helper(
         for _, descriptor in opened:
             os.close(descriptor)
     helper = os.path.join(directory, HELPER_NAME)
-    if os.path.normpath(prefix) != DEFAULT_PREFIX:
+    if record:
+        try:
+            done.append(_write_record(helper))
+        except _UnsafeError as error:
+            raise InstallError(
+                f"installed {helper}, but cannot record it in {RECORD}: {error}; fix that, or "
+                "run again with --no-record and set PROCKET_HELPER"
+            ) from None
+    elif os.path.normpath(prefix) != DEFAULT_PREFIX:
         command = f"sudo -n {helper}" if mode == "sudo" else helper
         done.append(f"point programs at it with: export PROCKET_HELPER='{command}'")
     done.extend(regenerate_plugin_cache())

@@ -1,6 +1,8 @@
 """
-Finding the helper: an explicit C{progname}, then C{$PROCKET_HELPER}, then the installed
-locations, then a clear error that says how to install it.
+Finding the helper: an explicit C{progname}, then C{$PROCKET_HELPER}, then the helper
+C{install-helper} recorded (L{procket_twisted._client.install_record}: under any C{--prefix}, trusted only when root alone
+could have written it), then the default locations, then a clear error that says how to install
+it.
 
 A command is split into an argv (C{shlex}), never given to a shell, so
 C{"sudo -n /usr/local/libexec/procket-twisted/procket-helper"} runs sudo with two arguments.
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import HelperNotFoundError
+from .install_record import RECORD, recorded_helper
 
 __all__ = [
     "HelperCommand",
@@ -126,8 +129,8 @@ def find_helper(
     An installed helper that is neither setuid root nor has file capabilities was installed for
     sudo (C{install-helper --mode sudo}), so it is run as C{sudo -n HELPER}.
 
-    @param progname: a command line or argv; when None, C{$PROCKET_HELPER}, then the installed
-        locations, are used.
+    @param progname: a command line or argv; when None, C{$PROCKET_HELPER}, then the recorded
+        helper, then the default locations, are used.
     @param environ: the environment to read (default C{os.environ}).
     @raise HelperNotFoundError: when there is no helper, saying how to install one.
     """
@@ -139,15 +142,23 @@ def find_helper(
     configured = environ.get(HELPER_ENVIRONMENT_VARIABLE)
     if configured:
         return _command_from_text(configured, HELPER_ENVIRONMENT_VARIABLE)
+    recorded = recorded_helper()
+    if recorded is not None:
+        return _installed(recorded, f"recorded in {RECORD}")
     for path in INSTALLED_HELPERS:
         if os.path.exists(path):
-            sudo = shutil.which("sudo")
-            if not _is_privileged_file(path) and sudo is not None:
-                return HelperCommand((sudo, "-n", path), sudo, path, "installed, through sudo")
-            return HelperCommand((path,), path, path, "installed")
+            return _installed(path, "installed")
     raise HelperNotFoundError(
-        "no procket helper found: no progname given, PROCKET_HELPER is not set, and none is "
-        f"installed at {' or '.join(INSTALLED_HELPERS)}; {INSTALL_HINT}, or set PROCKET_HELPER "
-        "to the helper's path",
+        "no procket helper found: no progname given, PROCKET_HELPER is not set, install-helper "
+        f"recorded none in {RECORD}, and none is installed at {' or '.join(INSTALLED_HELPERS)}; "
+        f"{INSTALL_HINT}, or set PROCKET_HELPER to the helper's path",
         step="find",
     )
+
+
+def _installed(path: str, source: str) -> HelperCommand:
+    """The command for a helper install-helper put at PATH: itself, or through sudo -n."""
+    sudo = shutil.which("sudo")
+    if not _is_privileged_file(path) and sudo is not None:
+        return HelperCommand((sudo, "-n", path), sudo, path, f"{source}, through sudo")
+    return HelperCommand((path,), path, path, source)
