@@ -151,6 +151,11 @@ class ProcketServerEndpoint(_HelperEndpoint):
 
     def listen(self, protocolFactory: Any) -> defer.Deferred[IListeningPort]:
         """
+        Before the reactor runs (twistd's C{privilegedStartService}, and the start of a
+        C{task.react} main) the socket is acquired at once, blocking, and the Deferred has fired
+        when this returns; once it runs, without blocking it. In a C{task.react} main, C{await
+        task.deferLater(reactor, 0)} first to have the second.
+
         @return: a Deferred firing with the C{IListeningPort}, or failing with
             C{CannotListenError} whose C{socketError} is the L{ProcketError} (with its errno).
             Cancelling it kills the helper.

@@ -197,7 +197,9 @@ def acquireSockets(
 ) -> defer.Deferred[List[Any]]:
     """
     L{procket_twisted.listen_many} for Twisted: the sockets for REQUESTS, without blocking the
-    reactor.
+    reactor. Before the reactor runs (twistd's privileged start, the start of a C{task.react}
+    main) they are acquired at once, blocking, so that a failure stops twistd; C{await
+    task.deferLater(reactor, 0)} first in a C{task.react} main to have the reactor's path.
 
     @param reactor: the reactor (C{IReactorProcess} and C{IReactorTime}) that runs the helper.
     @return: a Deferred firing with the sockets in request order, or failing with the
