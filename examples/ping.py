@@ -19,7 +19,7 @@ Which socket, and why:
 2. Otherwise (socket() fails with EACCES or EPERM, or the kernel has no such sockets): a raw
    socket that the procket helper opens (``procket:raw:icmp``, ``procket:raw6:icmpv6``). That is a
    bigger grant (its holder may set IP_HDRINCL and send any IPv4 packet), which the helper's
-   policy must give with a line such as ``allow kind=raw proto=1,58`` (see docs/policy.md); the
+   policy must give with a line such as ``allow kind=raw proto=1,58`` (procket-twisted policy prints the format); the
    default policy refuses it, and ping says so. Replies are matched by the echo identifier (this
    process's id), as ping does: a raw socket sees every ICMP message that arrives.
 

@@ -50,3 +50,12 @@ __all__ = [
     "SocketError",
     "HelperFailedError",
 ]
+
+
+def __getattr__(name: str) -> str:
+    """C{__version__}, the installed version, read from the distribution's metadata when asked."""
+    if name == "__version__":
+        from ._client.version import package_version
+
+        return package_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

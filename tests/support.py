@@ -234,6 +234,29 @@ def install_prefix(
     return prefix
 
 
+def keep_install_record(testcase: unittest.TestCase) -> None:
+    """Put back the machine's install record (or its absence) when TESTCASE ends."""
+    from procket_twisted._client.install_record import RECORD
+
+    directory = os.path.dirname(RECORD)
+    existed = os.path.isdir(directory)
+    saved = None
+    if os.path.lexists(RECORD):
+        saved = tempfile.mkdtemp(prefix="procket-record-saved-")
+        shutil.copy2(RECORD, os.path.join(saved, "helper"), follow_symlinks=False)
+
+    def restore() -> None:
+        if os.path.lexists(RECORD):
+            os.unlink(RECORD)
+        if saved is not None:
+            shutil.copy2(os.path.join(saved, "helper"), RECORD, follow_symlinks=False)
+            shutil.rmtree(saved)
+        elif not existed and os.path.isdir(directory):
+            shutil.rmtree(directory)
+
+    testcase.addCleanup(restore)
+
+
 def _environment(extra: Mapping[str, str]) -> Dict[str, str]:
     environment = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
     environment.update(extra)

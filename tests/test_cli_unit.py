@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import procket_twisted._admin.doctor
 import procket_twisted._client.locate
 from procket_twisted._admin.cli import main
+from procket_twisted._admin.invocation import this_command
 
 from .fake_helper_support import FAKE
 from .support import (
@@ -117,7 +118,9 @@ class InstallHelperTests(CommandLineTestCase):
         status, out, err = self.run_main(["install-helper", "--prefix", prefix])
         self.assertEqual(status, 1)
         self.assertIn("must run as root", err)
-        self.assertIn("sudo procket-twisted install-helper", err)
+        # The line to paste keeps --prefix and names the command by its full path.
+        self.assertIn(f"sudo {shlex.join(this_command())} install-helper --prefix {prefix}", err)
+        self.assertTrue(this_command()[0].startswith("/"), this_command())
         self.assertEqual(out, "")
         self.assertEqual(os.listdir(prefix), [], "it changed the prefix anyway")
 
@@ -137,6 +140,8 @@ class InstallHelperTests(CommandLineTestCase):
         )
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn("must run as root", result.stderr)
+        self.assertIn(f"sudo {cli_command()[0]} ", result.stderr)
+        self.assertIn(f"install-helper --prefix {prefix}", result.stderr)
         self.assertEqual(os.listdir(prefix), [], "it changed the prefix anyway")
 
     def test_refused_when_not_effectively_root(self) -> None:

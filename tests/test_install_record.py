@@ -26,6 +26,7 @@ from .support import (
     cli_command,
     free_port,
     install_prefix,
+    keep_install_record,
     run_command_unprivileged,
     run_unprivileged,
     skip_unless_privileged,
@@ -56,27 +57,7 @@ class InstallRecordTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         skip_unless_privileged(self)
-        self._keepRecord()
-
-    def _keepRecord(self) -> None:
-        """Put back the machine's record (or its absence) when the test ends."""
-        directory = os.path.dirname(RECORD)
-        existed = os.path.isdir(directory)
-        saved = None
-        if os.path.lexists(RECORD):
-            saved = tempfile.mkdtemp(prefix="procket-record-saved-")
-            shutil.copy2(RECORD, os.path.join(saved, "helper"), follow_symlinks=False)
-
-        def restore() -> None:
-            if os.path.lexists(RECORD):
-                os.unlink(RECORD)
-            if saved is not None:
-                shutil.copy2(os.path.join(saved, "helper"), RECORD, follow_symlinks=False)
-                shutil.rmtree(saved)
-            elif not existed and os.path.isdir(directory):
-                shutil.rmtree(directory)
-
-        self.addCleanup(restore)
+        keep_install_record(self)
 
     def _install(self, *options: str) -> str:
         """install-helper (recording) into a fresh prefix; the helper's path."""

@@ -15,11 +15,12 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import procket_twisted
+
 from .support import (
     TEST_GID,
     TEST_UID,
     cli_command,
-    docs_directory,
     free_port,
     install_prefix,
     run_command_unprivileged,
@@ -250,8 +251,9 @@ class PlainAPITests(SynchronousTestCase):
         )
 
     def test_documented_policies_are_accepted(self) -> None:
-        """Every policy example in docs/policy.md is accepted by the helper and means what it says."""
-        with open(os.path.join(docs_directory(), "policy.md")) as page:
+        """Every policy example in the installed policy reference (procket-twisted policy) is accepted
+        by the helper and means what it says."""
+        with open(os.path.join(os.path.dirname(procket_twisted.__file__), "policy.md")) as page:
             text = page.read()
         examples = re.findall(r"```\n(.*?)```", text.split("## Examples")[1], re.S)[:2]
         self.assertEqual(len(examples), 2)

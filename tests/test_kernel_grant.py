@@ -1082,6 +1082,7 @@ class ClientTests(KernelTestCase):
         )  # fmt: skip
         self.assertEqual(refused.returncode, 1)
         self.assertIn("must run as root", refused.stderr)
+        self.assertIn(f"procket-twisted grant apply --policy {policy}", refused.stderr)
         arguments = ["--cgroup", self.cgroup, "--bpffs", self.bpffs]
         self.assertEqual(self.cli("grant", "apply", "--policy", policy, *arguments).returncode, 0)
         status = self.cli("grant", "status", *arguments)

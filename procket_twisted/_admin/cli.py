@@ -1,31 +1,28 @@
 """
 The C{procket-twisted} command: C{install-helper} and C{grant} (as root), C{doctor} (as anyone),
-C{run} (socket activation for any program) and C{plugin-cache} (as the user who installed the
-package).
+C{run} (socket activation for any program), C{policy} (the policy reference) and C{plugin-cache}
+(as the user who installed the package).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
+import os
 import sys
 from typing import List, Optional
 
 from .._client.api import DEFAULT_TIMEOUT
+from .._client.version import package_version
 from .activation import run
 from .doctor import doctor
 from .install import DEFAULT_PREFIX, MODES, InstallError, install_helper
 from .kernel_grant import GRANT_ACTIONS, policy_path, run_grant, write_unit
 from .plugin_cache import regenerate_plugin_cache
 
-__all__ = ["main"]
+__all__ = ["main", "POLICY_REFERENCE"]
 
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("procket-twisted")
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
+#: The policy reference (C{procket-twisted policy}), installed with the package.
+POLICY_REFERENCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "policy.md")
 
 
 def _port(text: str) -> int:
@@ -39,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="procket-twisted",
         description="Privileged sockets for unprivileged programs, from a tiny setuid helper.",
     )
-    parser.add_argument("--version", action="version", version=f"procket-twisted {_version()}")
+    parser.add_argument(
+        "--version", action="version", version=f"procket-twisted {package_version()}"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     install = commands.add_parser(
         "install-helper",
@@ -125,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
         help="with apply: also write the systemd unit that applies it at boot",
     )
     commands.add_parser(
+        "policy",
+        help="print the policy reference: the format of the helper's policy file, with examples",
+        description="Print the reference of the policy file the helper reads (who may ask for "
+        "what), installed with the package.",
+    )
+    commands.add_parser(
         "plugin-cache",
         help="regenerate Twisted's plugin cache (as the user who installed the package)",
         description="Rewrite Twisted's dropin.cache files, so that users who cannot write them "
@@ -189,10 +194,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _run(options)
     if options.command == "grant":
         return _grant(options)
-    if options.command == "plugin-cache":
-        for line in regenerate_plugin_cache():
-            print(line)
+    if options.command == "policy":
+        with open(POLICY_REFERENCE, encoding="utf-8") as reference:
+            sys.stdout.write(reference.read())
         return 0
+    if options.command == "plugin-cache":
+        lines, fresh = regenerate_plugin_cache()
+        for line in lines:
+            print(line, file=sys.stdout if fresh else sys.stderr)
+        return 0 if fresh else 1
     return doctor(options.progname, options.port)
 
 

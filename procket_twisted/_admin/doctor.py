@@ -22,11 +22,17 @@ from .._client.errors import (
     SocketError,
 )
 from .._client.install_record import record_problem
-from .._client.locate import Progname, find_helper, has_file_capabilities
+from .._client.locate import (
+    HELPER_ENVIRONMENT_VARIABLE,
+    Progname,
+    find_helper,
+    has_file_capabilities,
+)
 from .._client.policy_check import policy_decisions
 from .._client.request import SocketRequest
 from .install import InstallError
 from .kernel_grant import grant_tool
+from .plugin_cache import plugin_state
 
 __all__ = ["doctor"]
 
@@ -197,6 +203,22 @@ def _grant_rules(helper: str, say: Callable[[str], None]) -> None:
         say(f"    ... ({len(rules) - 24} more lines)")
 
 
+def _installed_instead(source: str, say: Callable[[str], None]) -> None:
+    """When PROCKET_HELPER or progname names no file: which helper there would be without it."""
+    if source not in ("progname", HELPER_ENVIRONMENT_VARIABLE):
+        return
+    try:
+        installed = find_helper(environ={})
+    except HelperNotFoundError:
+        say(f"- {source} names a helper that does not exist, and none is installed either")
+        return
+    say(
+        f"- {source} names a helper that does not exist; without it this user would run "
+        f"{installed.helper} ({installed.source}), whose policy is "
+        f"{_policy_line(installed.helper)}: unset {source} or point it there"
+    )
+
+
 def _show_rule(progname: Progname, port: int, say: Callable[[str], None]) -> None:
     """Say which policy rule decides the probe's request for this user."""
     request = SocketRequest(port, "tcp", _PROBE_ADDRESS)
@@ -218,11 +240,15 @@ def doctor(
     say(f"procket-twisted doctor, as uid {uid} gid {gid}, groups {sorted(os.getgroups())}")
     start = unprivileged_port_start()
     say(f"- ports from {start} up need no helper here (net.ipv4.ip_unprivileged_port_start)")
+    for line in plugin_state():
+        say(line)
     if has_bind_capability():
         say(
             "- this process already holds CAP_NET_BIND_SERVICE: it binds any port itself, no helper "
             "needed (procket_twisted does so without running one)"
         )
+        who = "root" if uid == 0 else "this process"
+        say(f"RESULT: {who} binds privileged TCP and UDP ports itself; no helper is needed.")
         return 0
     say(f"- no_new_privs: {'SET (setuid helpers cannot work)' if no_new_privs() else 'not set'}")
     granted = _kernel_grant(port if port is not None else 1023, say)
@@ -240,7 +266,10 @@ def doctor(
         return 1
     say(f"- helper: {command.describe()}")
     say(f"- helper file: {command.helper}: {_describe_file(command.helper)}")
-    say(f"- policy: {_policy_line(command.helper)}")
+    if not os.path.exists(command.helper):
+        _installed_instead(command.source, say)
+    else:
+        say(f"- policy: {_policy_line(command.helper)}")
     for extra in (_build_line(command.helper), _tun_line(command.helper)):
         if extra is not None:
             say(extra)
@@ -251,6 +280,17 @@ def doctor(
         say(f"RESULT: this user can get privileged sockets through {command.helper}.")
         return 0
     say(f"- test: FAILED ({type(failure).__name__}, step {failure.step}): {failure}")
+    if isinstance(failure, SocketError) and failure.errno == errno.EADDRINUSE:
+        taken = (
+            f"port {probed}"
+            if port is not None
+            else f"ports {probed}-{probed + _PROBE_ATTEMPTS - 1}"
+        )
+        say(
+            f"RESULT: the helper works, but {taken} on {_PROBE_ADDRESS} is taken here (ss -lnp "
+            f"'sport = :{probed}' shows by what); try another port with --port."
+        )
+        return 1
     fixes: List[str] = (
         privilege_problems(command.helper) if isinstance(failure, HelperNotPrivilegedError) else []
     )

@@ -46,6 +46,7 @@ import subprocess
 from typing import List, Optional, Tuple
 
 from .._client.install_record import RECORD
+from .invocation import as_root
 from .plugin_cache import regenerate_plugin_cache
 
 __all__ = [
@@ -90,7 +91,7 @@ DEFAULT_POLICY = """\
 # Ids are numbers, because the helper looks up no names while privileged: id -u NAME and
 # getent group NAME give them. This file must stay owned by root and not writable by group or
 # others, and end with a newline, or the helper allows nothing; so does a syntax error, and so
-# does a missing file. See docs/policy.md.
+# does a missing file. The whole format: procket-twisted policy.
 #
 # Examples:
 #   allow group=33 kind=tcp port=80,443     # group 33 (www-data) may have the web ports
@@ -544,9 +545,15 @@ def install_helper(
     if mode not in MODES:
         raise InstallError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if os.geteuid() != 0:
+        arguments = ["install-helper"]
+        for option, value in (("--prefix", prefix), ("--group", group), ("--from", source)):
+            if value is not None and not (option == "--prefix" and prefix == DEFAULT_PREFIX):
+                arguments += [option, value]
+        arguments += ["--mode", mode] if mode != "setuid" else []
+        arguments += [] if record else ["--no-record"]
         raise InstallError(
             "install-helper must run as root, because it makes the helper privileged: "
-            "sudo procket-twisted install-helper"
+            f"{as_root(arguments)}"
         )
     if not os.path.isabs(prefix):
         raise InstallError(f"--prefix must be an absolute path, not {prefix!r}")
@@ -582,6 +589,6 @@ def install_helper(
     elif os.path.normpath(prefix) != DEFAULT_PREFIX:
         command = f"sudo -n {helper}" if mode == "sudo" else helper
         done.append(f"point programs at it with: export PROCKET_HELPER='{command}'")
-    done.extend(regenerate_plugin_cache())
+    done.extend(regenerate_plugin_cache()[0])
     done.append("check it as the user who will use it: procket-twisted doctor")
     return done

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
-import sys
 from typing import List, Optional
 
 from .install import DEFAULT_PREFIX, POLICY_NAME, InstallError, helper_directory
+from .invocation import as_root
 
 __all__ = [
     "GRANT_ACTIONS",
@@ -93,17 +92,20 @@ def run_grant(
     if action != "compile" and os.geteuid() != 0:
         raise InstallError(
             f"grant {action} must run as root (it loads BPF programs): "
-            f"sudo {shlex.join(_this_command())} grant {action} ..."
+            f"{as_root(_grant_arguments(action, policy, cgroup, bpffs))}"
         )
     return subprocess.run(grant_command(action, policy, cgroup, bpffs)).returncode
 
 
-def _this_command() -> List[str]:
-    """How this process was started, as a command a user can paste (the script's full path)."""
-    script = shutil.which(sys.argv[0]) or os.path.abspath(sys.argv[0])
-    if os.path.basename(script) == "procket-twisted":
-        return [script]
-    return [sys.executable, "-m", "procket_twisted._admin.cli"]
+def _grant_arguments(
+    action: str, policy: Optional[str], cgroup: Optional[str], bpffs: Optional[str]
+) -> List[str]:
+    """The command-line arguments of C{procket-twisted grant ACTION} with these options."""
+    arguments = ["grant", action]
+    for option, value in (("--policy", policy), ("--cgroup", cgroup), ("--bpffs", bpffs)):
+        if value is not None:
+            arguments += [option, value]
+    return arguments
 
 
 def unit_text(policy: str, cgroup: Optional[str] = None) -> str:

@@ -19,6 +19,7 @@ from .errors import (
 from .failures import socket_error
 from .kinds import AnyRequest
 from .locate import HelperCommand
+from .request import SocketRequest
 from .validate import sockets_from_fds
 from .wire import Answer, Packet, close_fds, parse_answer
 
@@ -26,7 +27,7 @@ __all__ = ["sockets_from_reply", "POLICY_HINT"]
 
 POLICY_HINT = (
     "the policy is set by whoever installed the helper: ask them to allow it in the policy file "
-    "named above (docs/policy.md)"
+    "named above (procket-twisted policy prints the format)"
 )
 _SOCKET_STEPS = ("socket", "setsockopt", "bind", "listen")
 _MAX_DIAGNOSTICS = 600
@@ -67,7 +68,8 @@ def _answer_error(
         )
         return _from_answer(
             PolicyDeniedError,
-            f"the helper refused {where}: {answer.text}{named}; {POLICY_HINT}",
+            f"the helper refused {where}: {answer.text}{named}; {POLICY_HINT}"
+            f"{_rule_hint(requests[answer.index - 1] if 1 <= answer.index <= len(requests) else None)}",
             answer,
         )
     if answer.step == "parse":
@@ -82,6 +84,13 @@ def _answer_error(
         f"the helper {command.helper} failed at its {answer.step} step: {answer.text}",
         answer,
     )
+
+
+def _rule_hint(request: object) -> str:
+    """For a refused TCP socket: the doctor command that shows the deciding rule for its port."""
+    if not isinstance(request, SocketRequest) or request.protocol != "tcp":
+        return ""
+    return f"; procket-twisted doctor --port {request.port} shows which rule decides"
 
 
 def _from_answer(kind: Type[ProcketError], message: str, answer: Answer) -> ProcketError:

@@ -9,7 +9,9 @@ then is killed with SIGKILL and reaped. Every path closes every fd it received a
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import select
 import signal
 import socket
@@ -50,6 +52,20 @@ def _unsearchable_directory(path: str) -> Optional[str]:
     return None
 
 
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 def _why_not_executable(path: str) -> str:
     """Why this process may not execute PATH, and what would fix it."""
     closed = _unsearchable_directory(path)
@@ -63,10 +79,11 @@ def _why_not_executable(path: str) -> str:
     except OSError:
         return "this user may not execute it"
     if not info.st_mode & stat.S_IXOTH and info.st_mode & stat.S_IXGRP:
+        group, user = _group_name(info.st_gid), _user_name(os.getuid())
         return (
-            f"only root and members of group {info.st_gid} may run it (mode "
+            f"only root and members of group {group} (gid {info.st_gid}) may run it (mode "
             f"{stat.S_IMODE(info.st_mode):o}); an administrator can add this user to that group "
-            "(usermod -aG GROUP USER, then log in again)"
+            f"(usermod -aG {group} {user}, then log in again)"
         )
     if noexec:
         return "its filesystem is mounted noexec"
