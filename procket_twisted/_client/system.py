@@ -25,7 +25,9 @@ def unprivileged_port_start() -> int:
     the helper, and one no longer free is refused in-process and then asked of the helper.
     """
     try:
-        with open(_PORT_START_FILE, encoding="ascii") as setting:
+        # Binary: a text file's first open imports an encoding, milliseconds the asyncio driver's
+        # first call would spend inside the event loop.
+        with open(_PORT_START_FILE, "rb") as setting:
             return int(setting.read())
     except (OSError, ValueError):
         return 1024
