@@ -2,7 +2,8 @@
  * The channel: fd 0, an AF_UNIX socket the caller holds the other end of. Every answer is one
  * message: "ok N\n" carrying all N descriptors in request order; "check N DECISION... PATH\n";
  * or "error INDEX STEP ERRNO TEXT\n" (INDEX: the 1-based socket, or 0), after which the helper
- * exits with the step's number. No descriptor is ever sent with an error.
+ * exits with the step's number; an error is first handed to the audit trail (audit.c). No
+ * descriptor is ever sent with an error.
  */
 #include "helper.h"
 
@@ -30,6 +31,7 @@ _Noreturn void fail(unsigned index, enum step step, int err, const char *fmt, ..
     for (size_t i = (size_t)head; i < length; i++)     /* one line, printable */
         if (message[i] < 0x20 || message[i] > 0x7e)
             message[i] = '?';
+    audit_failed(index, step, err, message + head);   /* logged before the caller hears it */
     message[length++] = '\n';
     ssize_t ignored = channel_ready ? send(0, message, length, MSG_NOSIGNAL)
                                     : write(2, message, length);

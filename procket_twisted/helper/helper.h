@@ -229,6 +229,13 @@ void send_sockets(const int *fds, unsigned count);
 _Noreturn void report_decisions(const struct policy *policy, const char *path,
                                 const struct caller *caller, const struct request *request);
 
+/* audit.c: the audit trail on /dev/log (best effort: it never blocks, fails or changes a
+ * request). From audit_start on (not in check mode), every grant and every failure is logged. */
+void audit_start(const struct caller *caller, const char *policy, int argc, char *const argv[]);
+void audit_deciding_line(unsigned line);
+void audit_granted(const unsigned lines[]);
+void audit_failed(unsigned index, enum step step, int err, const char *text);
+
 /* process.c: step 1, and who the caller is. */
 extern bool caller_set_no_new_privs;
 void setup(void);

@@ -16,10 +16,16 @@
  *   4. become the caller (privilege.c): setgroups(0), setresgid, setresuid, keeping in the
  *      permitted set only what some request could need, nothing effective.
  *   5. parse (request.c): the caller's arguments, strictly, holding no effective capability.
- *      "v1 check SPEC..." only reports which rule decides each socket, and exits.
+ *      "v1 check SPEC..." only reports which rule decides each socket, and exits (logging
+ *      nothing: it opens nothing). From here on (audit.c), every failure (refused, denied, or
+ *      an error at a later step) is logged before the caller is answered.
  *   6. privilege: the helper started with every capability the request needs.
  *   7. policy (policy.c): every socket allowed, as every address it will accept, before any is
- *      created; then only what this request needs stays permitted.
+ *      created; then only what this request needs stays permitted, and each grant is logged
+ *      (audit.c): after the policy, before anything is opened for the caller, as the caller with
+ *      nothing effective (sending to /dev/log needs no capability), on a socket closed again
+ *      before step 8, so it is never among the fds sent. The log is best effort: no /dev/log
+ *      or a full one changes nothing.
  *   8. open (open_*.c), each socket in turn, raising a capability only around the call that
  *      needs it: /dev/net/tun for each tun or tap (CAP_DAC_OVERRIDE, then dropped); socket, the
  *      locked grant filter (raw, packet), the options, bind, listen; a tun or tap's interface.
@@ -66,14 +72,20 @@ static void parse_policy_file(const struct policy_file *file, struct policy *pol
              file->path, problem);
 }
 
-/* The client names the refused socket itself; the reason and the deciding line are ours. */
+/*
+ * The client names the refused socket itself; the reason and the deciding line are ours. LINES
+ * gets each allowed socket's deciding line, for the audit trail.
+ */
 static void check_policy(const struct policy *policy, const char *path,
-                         const struct caller *caller, const struct request *request)
+                         const struct caller *caller, const struct request *request,
+                         unsigned lines[MAX_SOCKETS])
 {
     for (unsigned i = 0; i < request->count; i++) {
         struct decision decision = policy_decision(policy, caller, &request->sockets[i]);
+        lines[i] = decision.rule != NULL ? decision.rule->line : 0;
         if (decision.allowed)
             continue;
+        audit_deciding_line(lines[i]);
         if (decision.rule != NULL)
             fail(i + 1, STEP_POLICY, EACCES, "denied for uid %u by line %u of %.96s",
                  (unsigned)caller->uid, decision.rule->line, path);
@@ -100,6 +112,7 @@ int main(int argc, char *argv[])
     static struct caller caller;
     static struct policy_file file;
     int fds[MAX_SOCKETS], devices[MAX_SOCKETS];
+    unsigned lines[MAX_SOCKETS];
     reason why;
     unsigned bad;
 
@@ -111,7 +124,10 @@ int main(int argc, char *argv[])
     capabilities available = permitted_capabilities();
     become_caller(&caller, any_request_needs());
 
-    if (!parse_request(argc, argv, &request, &bad, why))
+    bool parsed = parse_request(argc, argv, &request, &bad, why);
+    if (!request.check)
+        audit_start(&caller, file.path, argc, argv);
+    if (!parsed)
         fail(bad, STEP_PARSE, EINVAL, "%s", why);
     if (request.check) {
         parse_policy_file(&file, &policy);
@@ -125,10 +141,11 @@ int main(int argc, char *argv[])
     }
     check_privilege(needed, available);
     parse_policy_file(&file, &policy);
-    check_policy(&policy, file.path, &caller, &request);
+    check_policy(&policy, file.path, &caller, &request, lines);
 
     bool dac = any_device && (available & CAP_BIT(CAP_DAC_OVERRIDE)) != 0;
     keep_only(needed | (dac ? CAP_BIT(CAP_DAC_OVERRIDE) : 0));
+    audit_granted(lines);
     for (unsigned i = 0; i < request.count; i++)
         devices[i] = request.sockets[i].kind & KIND_DEVICE ? open_tun_device(i + 1, dac) : -1;
     keep_only(needed);
