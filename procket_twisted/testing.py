@@ -51,7 +51,7 @@ It works with C{MemoryReactor} too (the adopted descriptor is then only recorded
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, List
+from typing import Any, Callable, List, cast
 
 from ._client.direct import open_directly
 from ._client.errors import HelperFailedError, ProcketError
@@ -89,8 +89,8 @@ class FakeHelper:
         self.requests.append(list(requests))
         if self._failures:
             raise self._failures.pop(0)
-        wanted = [r for r in requests if isinstance(r, SocketRequest)]
-        others = [r.describe() for r in requests if not isinstance(r, SocketRequest)]
+        wanted = [cast(SocketRequest, r) for r in requests if r.kind in ("tcp", "udp")]
+        others = [r.describe() for r in requests if r.kind not in ("tcp", "udp")]
         if others:
             raise HelperFailedError(
                 f"the fake helper opens TCP and UDP sockets only, not {', '.join(others)}; "

@@ -28,6 +28,9 @@ class Request(Protocol):
     def capabilities(self) -> FrozenSet[int]:
         """The capabilities opening it in this process would need."""
 
+    def refusal_hint(self) -> str:
+        """What to add to the policy's refusal of it ("; ..."), or C{""}."""
+
     def open_here(self, index: int) -> Any:
         """
         Open it in this process, the way the helper would.

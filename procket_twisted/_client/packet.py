@@ -138,6 +138,10 @@ class PacketRequest:
             parts.append(f"filter={hex_program}")
         return ",".join(parts + option_arguments(self))
 
+    def refusal_hint(self) -> str:
+        """Nothing to add to the policy's refusal."""
+        return ""
+
     def describe(self) -> str:
         """C{packet 0x806 on lo (promiscuous)} and its options, for messages."""
         where = f" on {self.device}" if self.device else " on every interface"

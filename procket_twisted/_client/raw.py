@@ -121,6 +121,10 @@ class RawRequest:
             parts.append("hdrincl=1")
         return ",".join(parts + option_arguments(self))
 
+    def refusal_hint(self) -> str:
+        """Nothing to add to the policy's refusal."""
+        return ""
+
     def describe(self) -> str:
         """C{raw icmp (1) over inet} and its options, for messages."""
         names = {number: name for name, number in PROTOCOL_NUMBERS.items()}

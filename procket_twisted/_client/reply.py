@@ -19,7 +19,6 @@ from .errors import (
 from .failures import socket_error
 from .kinds import AnyRequest
 from .locate import HelperCommand
-from .request import SocketRequest
 from .validate import sockets_from_fds
 from .wire import Answer, Packet, close_fds, parse_answer
 
@@ -55,21 +54,12 @@ def _answer_error(
             answer,
         )
     if answer.step == "policy":
-        unnamed = (
-            1 <= answer.index <= len(requests)
-            and getattr(requests[answer.index - 1], "mode", None) in ("tun", "tap")
-            and getattr(requests[answer.index - 1], "name", None) is None
-        )
-        named = (
-            "; a tun or tap grant names its interfaces (device= in the policy): ask for one of "
-            "them by name"
-            if unnamed
-            else ""
+        hint = (
+            requests[answer.index - 1].refusal_hint() if 1 <= answer.index <= len(requests) else ""
         )
         return _from_answer(
             PolicyDeniedError,
-            f"the helper refused {where}: {answer.text}{named}; {POLICY_HINT}"
-            f"{_rule_hint(requests[answer.index - 1] if 1 <= answer.index <= len(requests) else None)}",
+            f"the helper refused {where}: {answer.text}{hint}; {POLICY_HINT}",
             answer,
         )
     if answer.step == "parse":
@@ -84,13 +74,6 @@ def _answer_error(
         f"the helper {command.helper} failed at its {answer.step} step: {answer.text}",
         answer,
     )
-
-
-def _rule_hint(request: object) -> str:
-    """For a refused TCP socket: the doctor command that shows the deciding rule for its port."""
-    if not isinstance(request, SocketRequest) or request.protocol != "tcp":
-        return ""
-    return f"; procket-twisted doctor --port {request.port} shows which rule decides"
 
 
 def _from_answer(kind: Type[ProcketError], message: str, answer: Answer) -> ProcketError:

@@ -284,6 +284,12 @@ class SocketRequest:
             object.__setattr__(self, _HELPER_ARGUMENT, text)
         return text
 
+    def refusal_hint(self) -> str:
+        """For TCP: the doctor command that shows the rule deciding this port for the user."""
+        if self.protocol != "tcp":
+            return ""
+        return f"; procket-twisted doctor --port {self.port} shows which rule decides"
+
     def describe(self) -> str:
         """A short human description, for messages: C{tcp 127.0.0.1 port 80 (mark=42)}."""
         return f"{self.protocol} {self.ip} port {self.port}" + describe_options(self)

@@ -164,6 +164,15 @@ class TunRequest:
         """The capabilities creating it needs."""
         return frozenset({CAP_NET_ADMIN})
 
+    def refusal_hint(self) -> str:
+        """Without a name: a tun or tap grant names its interfaces, so ask for one by name."""
+        if self.name is not None:
+            return ""
+        return (
+            "; a tun or tap grant names its interfaces (device= in the policy): ask for one of "
+            "them by name"
+        )
+
     def _flags(self) -> int:
         mode = _IFF_TUN if self.mode == "tun" else _IFF_TAP
         return mode | (0 if self.packet_info else _IFF_NO_PI)
