@@ -1,10 +1,15 @@
 """
 Measurement (b): several sockets per helper run. Times ``listen_many`` of 1, 8 and 64 listening TCP
 sockets on 127.0.0.1 (``direct=False``, so every one goes through the helper), interleaved
-round-robin with alternating order, as the unprivileged user. For context, in the same rounds, the
-helper for 1 and 64 sockets with the least Python around it (`common.raw_helper`: no checks of
-what arrives), which shows what the helper and the kernel cost per socket on their own. Every
-socket is closed after each call, outside the timed part. Prints one JSON line.
+round-robin with alternating order, as the unprivileged user. In the same rounds, the context
+rows: the helper for 1 and 64 sockets with the least Python around it (`common.raw_helper`:
+``socketpair``, ``posix_spawn``, ``waitpid``, one ``recvmsg``, a socket object per descriptor,
+no checks of what arrives), what the helper and the kernel cost per socket on their own, and the
+yardstick of (b)'s target. The cost of an extra socket (`extra_socket_us`) is paired by round:
+for N sockets, the median over the rounds of (the N-socket call - the 1-socket call of the same
+round) / (N - 1), so that drift from one round to the next cancels; (b)'s target (report.py)
+compares listen_many's at 64 with the context rows' at 64. Every socket is closed after each
+call, outside the timed part. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -13,11 +18,25 @@ import argparse
 import socket
 from typing import Callable, Dict, List
 
-from common import emit, interleaved_order, raw_helper, summarize, time_call
+from common import emit, interleaved_order, median, raw_helper, summarize, time_call
 
 HOST = "127.0.0.1"
 SIZES = (1, 8, 64)
 RAW_SIZES = (1, 64)
+
+
+def extra_socket_us(samples: Dict[str, List[int]], prefix: str = "") -> Dict[str, float]:
+    """
+    What each socket beyond the first costs (us), for every size of SAMPLES named PREFIX + N:
+    the median over rounds of (N sockets - 1 socket, same round) / (N - 1).
+    """
+    one = samples[f"{prefix}1"]
+    found = {}
+    for name, values in samples.items():
+        if name.startswith(prefix) and name[len(prefix) :].isdigit() and name != f"{prefix}1":
+            size = int(name[len(prefix) :])
+            found[str(size)] = median([(n - o) / 1e3 / (size - 1) for n, o in zip(values, one)])
+    return found
 
 
 def main() -> None:
@@ -89,6 +108,8 @@ def main() -> None:
                 for name, values in samples.items()
                 if not name.isdigit()
             },
+            "extra_socket_us": extra_socket_us(samples),
+            "raw_extra_socket_us": extra_socket_us(samples, "raw "),
             "samples_ms": {name: [v / 1e6 for v in values] for name, values in samples.items()},
         }
     )

@@ -30,6 +30,7 @@ __all__ = [
     "interleaved_order",
     "time_call",
     "raw_helper",
+    "cgroup_v2",
 ]
 
 
@@ -109,6 +110,15 @@ def snapshot(done: int) -> Dict[str, int]:
         "children": len(child_pids()),
         "threads": thread_count(),
     }
+
+
+def cgroup_v2() -> str:
+    """This process's cgroup in the v2 hierarchy (the ``0::`` line of /proc/self/cgroup)."""
+    with open("/proc/self/cgroup") as cgroups:
+        for line in cgroups:
+            if line.startswith("0::"):
+                return line[3:].rstrip("\n")
+    return ""
 
 
 def interleaved_order(names: Sequence[str], round_number: int) -> List[str]:

@@ -13,16 +13,21 @@ while 100 listening ports on 127.0.0.1 are acquired through endpoints, in three 
   endpoint, one per reactor turn (adopting 100 ports in one turn is Twisted's own cost, shown by
   ``native``);
 
-and, for context (no target), on the idle reactor and while Twisted itself binds 100 ports with
-``listenTCP`` (port 0, no privilege) in one reactor turn: ``native``. Each scenario is repeated;
-the ports are closed between repetitions, outside the measured window. Prints one JSON line.
+and, for context (no target), while Twisted itself binds 100 ports with ``listenTCP`` (port 0, no
+privilege) in one reactor turn: ``native``. Each scenario is repeated; a run's window lasts from
+its start until 10 ms after its last port listens. After each run the ports are closed, and once
+the reactor has had 50 ms to settle, an **idle window** of the same length follows, in which
+nothing happens but the ticks: the scenario's idle reactor, measured in the same process at
+nearly the same moment. Reported per scenario: the median over its runs of each run's worst
+lateness, the same for its idle windows (what the target compares), and every lateness pooled;
+and all the idle windows pooled. Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from common import emit, median, percentile
 
@@ -77,15 +82,21 @@ def summarize_lateness(values: List[float]) -> Dict[str, Any]:
     }
 
 
-def windows_worst(samples: List[float], windows: int) -> float:
-    """
-    The median over WINDOWS equal windows of SAMPLES (the idle reactor's, in order) of each
-    window's worst: the idle figure to set beside a scenario's median of its runs' worst.
-    """
-    size = len(samples) // windows if windows > 0 else 0
-    if size == 0:
-        return float("nan")
-    return median([max(samples[at * size : (at + 1) * size]) for at in range(windows)])
+def run_statistics(windows: List[List[float]]) -> Dict[str, Any]:
+    """The lateness of WINDOWS (each run's, or each idle window's), pooled and per window."""
+    pooled = [value for window in windows for value in window]
+    return dict(
+        summarize_lateness(pooled),
+        median_run_worst_ms=median([max(window, default=0.0) for window in windows]),
+        runs=len(windows),
+    )
+
+
+async def idle_window(reactor: Any, ticker: Ticker, seconds: float) -> List[float]:
+    """The lateness of every tick while the reactor does nothing else for SECONDS."""
+    start = time.monotonic()
+    await sleep(reactor, seconds)
+    return ticker.lateness_ms(start, time.monotonic())
 
 
 def main() -> None:
@@ -94,7 +105,6 @@ def main() -> None:
     parser.add_argument("--helper", required=True)
     parser.add_argument("--ports", required=True, help="100 comma-separated free ports")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario")
-    parser.add_argument("--idle-seconds", type=float, default=1.0)
     arguments = parser.parse_args()
     ports = [int(port) for port in arguments.ports.split(",")]
 
@@ -139,47 +149,47 @@ def main() -> None:
         "native": native,
     }
     result: Dict[str, Any] = {"ports": len(ports), "interval_ms": INTERVAL * 1000}
+    durations: Dict[str, List[float]] = {name: [] for name in scenarios}
+
+    async def measure(reactor: Any, ticker: Ticker, name: str) -> Tuple[List[float], List[float]]:
+        """One run of scenario NAME, then its idle window: (run's lateness, idle's lateness)."""
+        start = time.monotonic()
+        listening = await scenarios[name](reactor)
+        durations[name].append((time.monotonic() - start) * 1000)
+        await sleep(reactor, 0.01)  # a stall right at the end shows in the next tick
+        end = time.monotonic()
+        this_run = ticker.lateness_ms(start, end)
+        got = sorted(port.getHost().port for port in listening)
+        if name != "native" and got != sorted(ports):
+            raise RuntimeError(f"{name}: listening on {got}")
+        await defer.gatherResults([port.stopListening() for port in listening])
+        await sleep(reactor, 0.05)
+        return this_run, await idle_window(reactor, ticker, end - start)
 
     async def run(reactor: Any) -> None:
         ticker = Ticker(reactor)
         ticker.start()
         await sleep(reactor, 0.2)  # let the ticker settle
-        start = time.monotonic()
-        await sleep(reactor, arguments.idle_seconds)
-        idle = ticker.lateness_ms(start, time.monotonic())
-        lateness: Dict[str, List[float]] = {name: [] for name in scenarios}
-        run_worst: Dict[str, List[float]] = {name: [] for name in scenarios}
-        durations: Dict[str, List[float]] = {name: [] for name in scenarios}
+        runs: Dict[str, List[List[float]]] = {name: [] for name in scenarios}
+        idles: Dict[str, List[List[float]]] = {name: [] for name in scenarios}
         for _ in range(arguments.repeat):
-            for name, scenario in scenarios.items():
-                start = time.monotonic()
-                listening = await scenario(reactor)
-                end = time.monotonic()
-                await sleep(reactor, 0.01)  # a stall right at the end shows in the next tick
-                this_run = ticker.lateness_ms(start, time.monotonic())
-                lateness[name].extend(this_run)
-                run_worst[name].append(max(this_run, default=0.0))
-                durations[name].append((end - start) * 1000)
-                got = sorted(port.getHost().port for port in listening)
-                if name != "native" and got != sorted(ports):
-                    raise RuntimeError(f"{name}: listening on {got}")
-                await defer.gatherResults([port.stopListening() for port in listening])
-                await sleep(reactor, 0.05)
+            for name in scenarios:
+                this_run, idle = await measure(reactor, ticker, name)
+                runs[name].append(this_run)
+                idles[name].append(idle)
         ticker.stop()
-        result["idle"] = dict(
-            summarize_lateness(idle),
-            median_run_worst_ms=windows_worst(idle, arguments.repeat),
-        )
+        every_idle = [window for name in scenarios for window in idles[name]]
+        result["idle"] = run_statistics(every_idle)
         result["scenarios"] = {
             name: dict(
-                summarize_lateness(values),
+                run_statistics(runs[name]),
                 duration_ms=median(durations[name]),
-                median_run_worst_ms=median(run_worst[name]),
-                runs=len(run_worst[name]),
+                idle_median_run_worst_ms=run_statistics(idles[name])["median_run_worst_ms"],
             )
-            for name, values in lateness.items()
+            for name in scenarios
         }
-        result["samples_ms"] = dict(lateness, idle=idle)
+        result["samples_ms"] = {name: sum(windows, []) for name, windows in runs.items()}
+        result["samples_ms"]["idle"] = sum(every_idle, [])
         emit(result)
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))

@@ -5,9 +5,15 @@ writes ``results.json``, ``results.md`` and ``benchmark.png`` to the output dire
 
     python benchmarks/run.py --helper H --sudo-helper S --noop N --setuid-noop N2 --site DIR
         [--quick] [--only a,b,c,d,e] [--profile] [--output DIR]
+        [--grant-cgroup CHILD] [--grant-dir DIR]
 
-Every target is a ratio of two things measured in the same run (or an absolute bound on lateness
-or growth), never an absolute time.
+For (a) it applies a kernel grant (`cgroup_grant.KernelGrant`) for the unprivileged user and the
+two grant ports to a child cgroup it creates (CHILD, by default a new one under the cgroup v2
+mount), runs (a)'s worker and its root peer inside that cgroup, and removes the grant, its
+directory (DIR) and the cgroup when (a) is over, also when it failed or on SIGTERM.
+
+Every target is a ratio of two things measured in the same run (or a bound on lateness over the
+idle reactor's, or on growth over a baseline), never an absolute time.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import json
 import os
 import platform
 import pwd
+import signal
+import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from cgroup_grant import KernelGrant, cgroup2_mount
 from common import free_ports
 from report import judge, markdown_report, text_report, write_chart
 
@@ -32,6 +41,8 @@ AUTHBIND_BYPORT = "/etc/authbind/byport"
 #: 600-1000 range the test suite and the demo pick from, in case they run at the same time.
 PRIVILEGED_CANDIDATES = range(100, 512)
 HIGH_CANDIDATES = range(28080, 28280)
+#: The environment of every worker.
+ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
 
 #: Run sizes: the full run (a few minutes) and --quick (well under a minute).
 SIZES = {
@@ -39,10 +50,8 @@ SIZES = {
         "spawn_rounds": 1000,
         "spawn_warmup": 30,
         "sudo_every": 5,
-        "root_rounds": 1000,
         "batch_rounds": 400,
         "stall_repeat": 7,
-        "idle_seconds": 2.0,
         "web_rounds": 12,
         "web_seconds": 2,
         "soak_iterations": 10000,
@@ -53,10 +62,8 @@ SIZES = {
         "spawn_rounds": 150,
         "spawn_warmup": 10,
         "sudo_every": 5,
-        "root_rounds": 150,
         "batch_rounds": 60,
         "stall_repeat": 1,
-        "idle_seconds": 0.5,
         "web_rounds": 2,
         "web_seconds": 1,
         "soak_iterations": 1000,
@@ -84,6 +91,16 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="also profile one helper run")
     parser.add_argument("--user", default="nobody", help="the unprivileged user")
     parser.add_argument("--python", default=sys.executable, help="a python every user can run")
+    parser.add_argument(
+        "--grant-cgroup",
+        help="the child cgroup to create for (a)'s kernel grant (default: a new one under the "
+        "cgroup v2 mount); removed when (a) is over",
+    )
+    parser.add_argument(
+        "--grant-dir",
+        help="a directory to create for the grant's policy and bpffs (default: a new temporary "
+        "one); removed when (a) is over",
+    )
     return parser.parse_args()
 
 
@@ -138,8 +155,10 @@ class Runner:
         entry = pwd.getpwnam(arguments.user)
         self.uid, self.gid = entry.pw_uid, entry.pw_gid
 
-    def run(self, script: str, options: List[str], as_user: bool = True) -> Dict[str, Any]:
-        """Run SCRIPT with OPTIONS; return the JSON of its last output line."""
+    def command(
+        self, script: str, options: List[str], as_user: bool, inside: Optional[KernelGrant]
+    ) -> List[str]:
+        """SCRIPT with OPTIONS, as the user or root, in the cgroup of INSIDE when given."""
         command = [self.arguments.python, os.path.join(HERE, script), *options]
         if as_user:
             command = [
@@ -150,9 +169,40 @@ class Runner:
                 "--",
                 *command,
             ]
-        environment = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+        return command if inside is None else inside.enter_command(command)
+
+    def start(
+        self,
+        script: str,
+        options: List[str],
+        inside: Optional[KernelGrant],
+        pass_fds: Tuple[int, ...],
+    ) -> "subprocess.Popen[str]":
+        """Start SCRIPT as root (in the cgroup of INSIDE), its output discarded but for errors."""
+        return subprocess.Popen(
+            self.command(script, options, False, inside),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
+            env=ENVIRONMENT,
+            pass_fds=pass_fds,
+        )
+
+    def run(
+        self,
+        script: str,
+        options: List[str],
+        as_user: bool = True,
+        inside: Optional[KernelGrant] = None,
+        pass_fds: Tuple[int, ...] = (),
+    ) -> Dict[str, Any]:
+        """Run SCRIPT with OPTIONS (in the cgroup of INSIDE); return its last line's JSON."""
+        command = self.command(script, options, as_user, inside)
         before = cpu_times()
-        finished = subprocess.run(command, capture_output=True, text=True, cwd="/", env=environment)
+        finished = subprocess.run(
+            command, capture_output=True, text=True, cwd="/", env=ENVIRONMENT, pass_fds=pass_fds
+        )
         if finished.returncode != 0:
             raise RuntimeError(
                 f"{script} failed ({finished.returncode}):\n{finished.stdout}\n{finished.stderr}"
@@ -190,7 +240,8 @@ def pick_ports() -> Dict[str, Any]:
     low = free_ports(candidates, 103)
     return {
         "spawn": low[0:5],  # listen, reactor, sudo, authbind, raw helper
-        "root": low[5],
+        "grant": low[5:7],  # kernel grant: listen, in-process bind
+        "root": low[7:9],  # in-process bind, listen as root
         "batch": low[0:64],
         "stall": low[0:100],
         "web": low[100],
@@ -199,9 +250,98 @@ def pick_ports() -> Dict[str, Any]:
     }
 
 
+def spawn_options(
+    arguments: argparse.Namespace, size: Dict[str, Any], ports: Dict[str, Any], peer: int
+) -> List[str]:
+    """The options of (a)'s worker as the unprivileged user (PEER: the root peer's socket)."""
+    return [
+        "--helper",
+        arguments.helper,
+        "--sudo-helper",
+        arguments.sudo_helper,
+        "--noop",
+        arguments.noop,
+        "--setuid-noop",
+        arguments.setuid_noop,
+        *(["--musl-noop", arguments.musl_noop] if arguments.musl_noop else []),
+        "--ports",
+        ",".join(map(str, ports["spawn"])),
+        "--grant-ports",
+        ",".join(map(str, ports["grant"])),
+        "--root-peer",
+        str(peer),
+        "--rounds",
+        str(size["spawn_rounds"]),
+        "--warmup",
+        str(size["spawn_warmup"]),
+        "--sudo-every",
+        str(size["sudo_every"]),
+    ]
+
+
+def run_with_root_peer(
+    runner: Runner,
+    arguments: argparse.Namespace,
+    size: Dict[str, Any],
+    ports: Dict[str, Any],
+    grant: KernelGrant,
+) -> Dict[str, Any]:
+    """
+    (a)'s worker as the user and its root peer, both in GRANT's cgroup, connected by a socket
+    pair; the peer exits when the worker's end closes (and is killed if it does not).
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours:
+        with theirs:
+            peer_options = ["--as-root", "--root-peer", str(theirs.fileno()),
+                            "--ports", ",".join(map(str, ports["root"]))]  # fmt: skip
+            peer = runner.start("spawn_cost.py", peer_options, grant, (theirs.fileno(),))
+        try:
+            options = spawn_options(arguments, size, ports, ours.fileno())
+            user = runner.run("spawn_cost.py", options, inside=grant, pass_fds=(ours.fileno(),))
+        finally:
+            ours.close()  # the peer reads the end of the stream and exits
+            _, errors = stop(peer)
+    if peer.returncode != 0:
+        raise RuntimeError(f"the root peer of (a) failed ({peer.returncode}):\n{errors}")
+    return user
+
+
+def stop(process: "subprocess.Popen[str]", seconds: float = 10) -> Tuple[str, str]:
+    """Wait SECONDS for PROCESS (ours) to exit, then kill it; its output."""
+    try:
+        return process.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
+
+
+def measure_spawn(
+    runner: Runner, arguments: argparse.Namespace, size: Dict[str, Any], ports: Dict[str, Any]
+) -> Dict[str, Any]:
+    """
+    (a): with a kernel grant for the user at the grant ports, in a child cgroup made for it, the
+    user's worker and its root peer (which times root's rows when the worker asks), both inside
+    that cgroup; the grant and the cgroup are removed when both are done or one failed.
+    """
+    grant = KernelGrant(runner.uid, ports["grant"], arguments.grant_cgroup, arguments.grant_dir)
+    with grant:
+        user = run_with_root_peer(runner, arguments, size, ports, grant)
+        expected = "/" + os.path.relpath(str(grant.cgroup), str(cgroup2_mount()))
+        if user["cgroup"] != expected:
+            raise RuntimeError(f"(a) ran in the cgroup {user['cgroup']}, not {grant.cgroup}")
+    return {"a": user, "a_grant": grant.report}
+
+
+def _terminated(number: int, _: Any) -> None:
+    """SIGTERM: exit through the clean-ups (the grant, the cgroup, the authbind permission)."""
+    raise SystemExit(128 + number)
+
+
 def main() -> int:
     """Run what was asked, report, and exit 0 when every target judged passes."""
     arguments = _arguments()
+    signal.signal(signal.SIGTERM, _terminated)
     if os.geteuid() != 0:
         print("run.py: run it as root (through scripts/benchmark)", file=sys.stderr)
         return 2
@@ -221,43 +361,7 @@ def main() -> int:
     try:
         if "a" in only:
             print("== (a) one privileged socket", flush=True)
-            results["a"] = runner.run(
-                "spawn_cost.py",
-                [
-                    "--helper",
-                    arguments.helper,
-                    "--sudo-helper",
-                    arguments.sudo_helper,
-                    "--noop",
-                    arguments.noop,
-                    "--setuid-noop",
-                    arguments.setuid_noop,
-                    *(["--musl-noop", arguments.musl_noop] if arguments.musl_noop else []),
-                    "--ports",
-                    ",".join(map(str, ports["spawn"])),
-                    "--rounds",
-                    str(size["spawn_rounds"]),
-                    "--warmup",
-                    str(size["spawn_warmup"]),
-                    "--sudo-every",
-                    str(size["sudo_every"]),
-                ],
-            )
-            results["a_root"] = runner.run(
-                "spawn_cost.py",
-                [
-                    "--as-root",
-                    "--noop",
-                    arguments.noop,
-                    "--ports",
-                    str(ports["root"]),
-                    "--rounds",
-                    str(size["root_rounds"]),
-                    "--warmup",
-                    str(size["spawn_warmup"]),
-                ],
-                as_user=False,
-            )
+            results.update(measure_spawn(runner, arguments, size, ports))
         if "b" in only:
             print("== (b) several sockets per helper run", flush=True)
             results["b"] = runner.run(
@@ -282,8 +386,6 @@ def main() -> int:
                     ",".join(map(str, ports["stall"])),
                     "--repeat",
                     str(size["stall_repeat"]),
-                    "--idle-seconds",
-                    str(size["idle_seconds"]),
                 ],
             )
         if "d" in only:

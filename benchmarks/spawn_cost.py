@@ -17,13 +17,31 @@ a running Twisted reactor, each of:
   a helper built with musl, which skips glibc's start-up CPU detection;
 - two rows that split the helper's cost: ``setuid_floor`` (the do-nothing program built with the
   helper's C library, setuid root) and ``raw_helper`` (the helper run with the least Python
-  possible: ``posix_spawn``, ``waitpid``, one ``recvmsg``).
+  possible: ``posix_spawn``, ``waitpid``, one ``recvmsg``);
+- ``kernel_grant`` (with ``--grant-ports``): ``procket_twisted.listen(port, ip="127.0.0.1")``,
+  the default ``direct=True``, in a cgroup whose kernel grant lets this user bind that port
+  (``run.py`` applies it and starts this process inside the cgroup): one plain ``bind()``, no
+  helper. The helper it is given does not exist, so a bind the kernel refused would fail the
+  run instead of quietly timing the helper;
+- ``grant_in_process`` (with ``--grant-ports``): the bare ``socket()``, ``bind()``, ``listen()``
+  in Python on the second granted port, as this user through the grant: what the kernel and its
+  bind hook cost, so that ``kernel_grant`` minus it is the Python of ``procket_twisted.listen``.
 
-Run as root (``--as-root``) it times ``in_process``: the same ``socket()``, ``bind()``,
-``listen()`` in Python, which root may do, interleaved with ``true`` and ``floor`` again.
+Two more rows are timed by a root process, the **root peer**: this script run as root with
+``--as-root``, started by ``run.py``, which passes each of the two processes one end of a stream
+socket pair (``--root-peer FD``). At its place in this process's rotation, such a variant sends
+the peer one byte and receives the nanoseconds the peer timed itself, which are recorded instead
+of the round trip, so that root's rows share the rounds, the order and the moment of every other
+row:
+
+- ``in_process``: ``socket()``, ``bind()``, ``listen()`` in Python as root (the yardstick of
+  ``kernel_grant``);
+- ``root_listen``: ``procket_twisted.listen(port, ip="127.0.0.1")`` as root, which binds in the
+  peer too (no helper, no grant needed).
 
 Every socket is closed after each call, outside the timed part. The order of the variants rotates
-and reverses every round, so that drift hits them alike. Prints one JSON line.
+and reverses every round, so that drift hits them alike. Prints one JSON line, with the cgroup
+(v2) the process ran in; the peer prints nothing and exits when the socket closes.
 """
 
 from __future__ import annotations
@@ -35,12 +53,15 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List
 
-from common import emit, interleaved_order, raw_helper, summarize
+from common import cgroup_v2, emit, interleaved_order, raw_helper, summarize
 
 HOST = "127.0.0.1"
 AUTHBIND_HELPER = "/usr/lib/authbind/helper"
+#: The helper given to the variants that must bind here: none, so that falling back fails.
+NO_HELPER = "/nonexistent/procket-helper"
 #: The environment for the programs this script spawns itself, converted once: passing
 #: ``os.environ`` would convert the mapping on every call, which the floor must not pay.
 ENVIRONMENT = dict(os.environ)
@@ -48,10 +69,16 @@ ENVIRONMENT = dict(os.environ)
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--as-root", action="store_true", help="time the in-process bind")
+    parser.add_argument(
+        "--root-peer",
+        type=int,
+        help="a stream socket's descriptor: as the user, the root peer to ask for its rows; as "
+        "root (with --as-root), the user's process to time them for",
+    )
+    parser.add_argument("--as-root", action="store_true", help="be the root peer")
     parser.add_argument("--helper", help="the setuid helper")
     parser.add_argument("--sudo-helper", help="the helper installed for sudo -n")
-    parser.add_argument("--noop", required=True, help="the static do-nothing program")
+    parser.add_argument("--noop", help="the static do-nothing program")
     parser.add_argument(
         "--setuid-noop", help="a do-nothing program built with the helper's C library, setuid root"
     )
@@ -60,14 +87,24 @@ def _arguments() -> argparse.Namespace:
         "--ports",
         required=True,
         help="comma-separated ports: listen,reactor,sudo,authbind,raw "
-        "(as the user) or one port (as root)",
+        "(as the user) or in_process,root_listen (as the root peer)",
+    )
+    parser.add_argument(
+        "--grant-ports",
+        help="time kernel_grant,grant_in_process: two ports a kernel grant lets us bind",
     )
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=20, help="rounds run first and discarded")
     parser.add_argument(
         "--sudo-every", type=int, default=5, help="run the sudo variant every Nth round only"
     )
-    return parser.parse_args()
+    arguments = parser.parse_args()
+    if arguments.as_root and arguments.root_peer is None:
+        parser.error("--as-root is the root peer: it needs --root-peer")
+    needed = (arguments.helper, arguments.sudo_helper, arguments.noop, arguments.setuid_noop)
+    if not arguments.as_root and not all(needed):
+        parser.error("as the user: --helper, --sudo-helper, --noop and --setuid-noop are needed")
+    return arguments
 
 
 def spawn_and_wait(path: str, argv: List[str], file_actions: Any = ()) -> int:
@@ -124,8 +161,18 @@ def raw_helper_variant(helper: str, port: int) -> Callable[[], List[socket.socke
     return raw_helper(helper, [f"kind=tcp,family=inet,addr={HOST},port={port}"], ENVIRONMENT)
 
 
+def direct_listen_variant(port: int) -> Callable[[], socket.socket]:
+    """procket_twisted.listen of PORT that must bind in this process (no helper to fall back on)."""
+    import procket_twisted
+
+    def run() -> socket.socket:
+        return procket_twisted.listen(port, ip=HOST, progname=[NO_HELPER])
+
+    return run
+
+
 def in_process_variant(port: int) -> Callable[[], socket.socket]:
-    """socket(), bind(), listen() in this process (root only, for a port below 1024)."""
+    """socket(), bind(), listen() in this process (root, or a kernel grant, below 1024)."""
 
     def run() -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -135,6 +182,51 @@ def in_process_variant(port: int) -> Callable[[], socket.socket]:
         return sock
 
     return run
+
+
+@dataclass
+class Reported:
+    """A time another process measured (the root peer's), to record instead of our own."""
+
+    nanoseconds: int
+
+
+#: The root peer's variants, by the byte that asks for one.
+PEER_COMMANDS = {"in_process": b"b", "root_listen": b"l"}
+
+
+def peer_variant(channel: socket.socket, name: str) -> Callable[[], Reported]:
+    """Ask the root peer on CHANNEL to time its variant NAME; what it measured."""
+    command = PEER_COMMANDS[name]
+
+    def run() -> Reported:
+        channel.sendall(command)
+        answer = channel.recv(8, socket.MSG_WAITALL)
+        if len(answer) != 8:
+            raise RuntimeError(f"the root peer did not time {name}")
+        return Reported(int.from_bytes(answer, "little"))
+
+    return run
+
+
+def serve_root_peer(channel: socket.socket, in_process_port: int, listen_port: int) -> None:
+    """As root: time each variant the user's process asks for, until it closes CHANNEL."""
+    variants = {
+        PEER_COMMANDS["in_process"]: ("in_process", in_process_variant(in_process_port)),
+        PEER_COMMANDS["root_listen"]: ("root_listen", direct_listen_variant(listen_port)),
+    }
+    ports = {"in_process": in_process_port, "root_listen": listen_port}
+    while True:
+        command = channel.recv(1)
+        if not command:
+            return
+        name, variant = variants[command]
+        start = time.perf_counter_ns()
+        sock = variant()
+        elapsed = time.perf_counter_ns() - start
+        check_socket(name, sock, ports[name])
+        sock.close()
+        channel.sendall(elapsed.to_bytes(8, "little"))
 
 
 def close_result(result: Any) -> None:
@@ -163,7 +255,8 @@ async def measure(
 ) -> Dict[str, List[int]]:
     """
     Time every variant once per round (a variant in SPARSE only every Nth round), interleaved;
-    a variant may return a Deferred, which is awaited inside the timed part.
+    a variant may return a Deferred, which is awaited inside the timed part, or the time
+    another process measured (`Reported`), which is recorded instead.
     """
     from twisted.internet.defer import Deferred
 
@@ -178,6 +271,8 @@ async def measure(
             if isinstance(result, Deferred):
                 result = await result
             elapsed = time.perf_counter_ns() - start
+            if isinstance(result, Reported):
+                elapsed, result = result.nanoseconds, None
             if round_number == -warmup and name in ports:
                 check_socket(name, result, ports[name])
             close_result(result)
@@ -229,31 +324,36 @@ def unprivileged_variants(arguments: argparse.Namespace, reactor: Any) -> Dict[s
         "authbind": authbind_port,
         "raw_helper": raw_port,
     }
+    if arguments.grant_ports:
+        grant_port, bare_port = (int(port) for port in arguments.grant_ports.split(","))
+        variants["kernel_grant"] = direct_listen_variant(grant_port)
+        variants["grant_in_process"] = in_process_variant(bare_port)
+        ports.update(kernel_grant=grant_port, grant_in_process=bare_port)
+    if arguments.root_peer is not None:
+        channel = socket.socket(fileno=arguments.root_peer)
+        for name in PEER_COMMANDS:
+            variants[name] = peer_variant(channel, name)
     return {"variants": variants, "ports": ports}
 
 
 def main() -> None:
     """Measure, print the JSON result."""
     arguments = _arguments()
+    if arguments.as_root:
+        in_process_port, listen_port = (int(port) for port in arguments.ports.split(","))
+        channel = socket.socket(fileno=arguments.root_peer)
+        serve_root_peer(channel, in_process_port, listen_port)
+        return
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
-    result: Dict[str, Any] = {"uid": os.getuid(), "rounds": arguments.rounds}
+    result: Dict[str, Any] = {"uid": os.getuid(), "rounds": arguments.rounds,
+                              "cgroup": cgroup_v2()}  # fmt: skip
 
     async def run(reactor: Any) -> None:
-        if arguments.as_root:
-            port = int(arguments.ports)
-            variants: Dict[str, Any] = {
-                "in_process": in_process_variant(port),
-                "true": run_true,
-                "floor": floor_variant(arguments.noop),
-            }
-            ports = {"in_process": port}
-            sparse: Dict[str, int] = {}
-        else:
-            chosen = unprivileged_variants(arguments, reactor)
-            variants, ports = chosen["variants"], chosen["ports"]
-            sparse = {"sudo": max(1, arguments.sudo_every)}
+        chosen = unprivileged_variants(arguments, reactor)
+        variants, ports = chosen["variants"], chosen["ports"]
+        sparse = {"sudo": max(1, arguments.sudo_every)}
         samples = await measure(variants, ports, arguments.rounds, arguments.warmup, sparse)
         result["variants"] = {name: summarize(values) for name, values in samples.items()}
         result["samples_ms"] = {
