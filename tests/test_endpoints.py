@@ -669,7 +669,8 @@ class FakeHelperTests(SynchronousTestCase):
         tests = os.path.dirname(os.path.abspath(__file__))
         result = run_command_unprivileged(
             [
-                sys.executable, "-m", "twisted.trial",
+                # not -m twisted.trial: before Twisted 23.8 its __main__ needs pkg_resources
+                sys.executable, "-c", "from twisted.scripts.trial import run; run()",
                 f"--temp-directory={os.path.join(directory, '_trial_temp')}",
                 "tests.test_endpoints",
             ],

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import sys
 from typing import List
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -542,8 +543,9 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
         A listening stream socket of another protocol on the right address (MPTCP, where TCP
         was asked for) is refused by its protocol number.
         """
+        IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)  # named from Python 3.10 on
         try:
-            mptcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_MPTCP)
+            mptcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
         except OSError as error:
             raise self.skipTest(f"no MPTCP in this kernel: {error.strerror}") from None
         self.addCleanup(mptcp.close)
@@ -551,7 +553,7 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
         mptcp.listen(1)
         sock = self.received(mptcp)
         request = SocketRequest(sock.getsockname()[1], ip="127.0.0.1")
-        self.assertEqual(mismatch(sock, request), f"protocol {socket.IPPROTO_MPTCP}, not tcp")
+        self.assertEqual(mismatch(sock, request), f"protocol {IPPROTO_MPTCP}, not tcp")
 
     def test_each_socket_checked(self) -> None:
         """
@@ -584,7 +586,8 @@ class ValidateTests(SocketsMixin, SynchronousTestCase):
         """
         sock = self.listeningIPv6("::ffff:127.0.0.1", v6only=False)
         request = SocketRequest(0, ip="::ffff:127.0.0.1")
-        self.assertNotEqual(sock.getsockname()[0], request.ip)
+        if sys.version_info < (3, 13):  # from 3.13 on, Python writes it as the kernel does
+            self.assertNotEqual(sock.getsockname()[0], request.ip)
         self.assertIsNone(mismatch(sock, request))
         self.assertIn("bound to", mismatch(sock, SocketRequest(0, ip="::ffff:127.0.0.2")) or "")
 

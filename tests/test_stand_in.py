@@ -88,6 +88,10 @@ class RunningReactorTests(TestCase):
         self.assertNotEqual(sock.getsockname()[1], 80)
 
 
+#: trial, for every Twisted: not -m twisted.trial, whose __main__ needs pkg_resources before 23.8.
+TRIAL = ["-c", "from twisted.scripts.trial import run; run()"]
+
+
 class DocumentedExampleTests(SynchronousTestCase):
     """The documented examples, written out and run by trial and by pytest in a child process."""
 
@@ -97,7 +101,7 @@ class DocumentedExampleTests(SynchronousTestCase):
         with open(os.path.join(directory, name), "w", encoding="utf-8") as stream:
             stream.write(code)
         result = subprocess.run(
-            [sys.executable, "-m", *command],
+            [sys.executable, *command],
             cwd=directory,
             capture_output=True,
             text=True,
@@ -111,15 +115,13 @@ class DocumentedExampleTests(SynchronousTestCase):
     def test_trial_example(self) -> None:
         """The trial example passes both of its tests."""
         code = _example("With trial::\n", "With pytest,")
-        output = self._runExample(
-            "test_example_trial.py", code, ["twisted.trial", "test_example_trial"]
-        )
+        output = self._runExample("test_example_trial.py", code, [*TRIAL, "test_example_trial"])
         self.assertIn("PASSED (successes=2)", output)
 
     def test_pytest_fixture(self) -> None:
         """The pytest example finds the procket_helper fixture through the installed plugin."""
         code = _example("undone when the test ends::\n", "It works with C{MemoryReactor}")
         output = self._runExample(
-            "test_example_pytest.py", code, ["pytest", "-q", "-p", "no:cacheprovider"]
+            "test_example_pytest.py", code, ["-m", "pytest", "-q", "-p", "no:cacheprovider"]
         )
         self.assertIn("1 passed", output)
