@@ -529,6 +529,22 @@ class LeastPrivilegeTests(ClientTestCase):
         udp = self.listen(port, "udp", progname=MISSING_HELPER, direct=True)
         self.assertEqual(udp.getsockname(), ("0.0.0.0", port))
 
+    def test_kept_requests_are_never_confused(self) -> None:
+        """
+        listen keeps the request of a call with no socket option (its short way to one bind), by
+        value and type: after port 1 (bound here, or refused and asked of a helper that does not
+        exist), True is still refused as a port, and a bad call is refused each time.
+        """
+        try:
+            self.listen(1, ip="127.0.0.1", progname=MISSING_HELPER).close()
+        except HelperNotFoundError:
+            pass  # not root: the bind was refused, and there is no helper to ask
+        for _ in range(2):
+            with self.assertRaises(TypeError):
+                listen(True, ip="127.0.0.1", progname=MISSING_HELPER)
+            with self.assertRaises(ValueError):
+                listen(70000, ip="127.0.0.1", progname=MISSING_HELPER)
+
     def test_direct_false_asks_the_helper(self) -> None:
         """With direct=False the same calls need the helper: HelperNotFoundError."""
         for port in (0, free_port()):
@@ -595,18 +611,28 @@ class LeastPrivilegeTests(ClientTestCase):
         sock = self.listen(low, ip="127.0.0.1", direct=True)
         self.assertEqual((sock.getsockname()[1], runs()), (low, []))
         sock.close()
-        real = procket_twisted._client.exchange.open_directly
+        real = SocketRequest.open_here
+        tried: List[int] = []
 
         def refused(request: SocketRequest, index: int = 1) -> socket.socket:
+            tried.append(request.port)
             raise SocketError("no grant", errno=errno.EACCES, step="bind", index=index)
 
-        self.patch(procket_twisted._client.exchange, "open_directly", refused)
-        sock = self.listen(low, ip="127.0.0.1", direct=True)
-        self.assertEqual(len(runs()), 1)
-        sock.close()
-        self.patch(procket_twisted._client.exchange, "open_directly", real)
+        self.patch(SocketRequest, "open_here", refused)
+        ways = {  # listen's short way, and the batch's
+            "listen": lambda: self.listen(low, ip="127.0.0.1", direct=True),
+            "listen_many": lambda: self.listen_many(
+                [SocketRequest(low, ip="127.0.0.1")], direct=True
+            )[0],
+        }
+        for count, way in enumerate(ways.values(), 1):
+            del tried[:]
+            sock = way()
+            self.assertEqual((len(runs()), tried[:1]), (count, [low]))
+            sock.close()
+        self.patch(SocketRequest, "open_here", real)
         self.listen(low, ip="127.0.0.1", direct=False).close()  # direct=False: never tried here
-        self.assertEqual(len(runs()), 2)
+        self.assertEqual(len(runs()), 3)
 
     def test_mixed_direct_and_helper(self) -> None:
         """listen_many opens the direct ones here, runs the helper once for the rest, in order."""
@@ -667,7 +693,7 @@ class LeastPrivilegeTests(ClientTestCase):
         def denied(request: SocketRequest, index: int = 1) -> socket.socket:
             raise SocketError("denied", errno=errno.EACCES, step="bind", index=index)
 
-        self.patch(procket_twisted._client.exchange, "open_directly", denied)
+        self.patch(SocketRequest, "open_here", denied)
         sock = self.listen(0, ip="127.0.0.1", direct=True)
         self.assertEqual(sock.type, socket.SOCK_STREAM)
         self.assertEqual(len(runs()), 1)

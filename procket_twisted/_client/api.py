@@ -4,10 +4,12 @@ The plain, blocking API: privileged sockets for any Python program, no Twisted n
 
 from __future__ import annotations
 
+import functools
 import socket
 from typing import Any, Iterable, List, Optional, Sequence, Union
 
-from .errors import ProcketError
+from .direct import DENIED, open_directly
+from .errors import ProcketError, SocketError
 from .exchange import MAX_TIMEOUT, Exchange, check_batch, check_timeout
 from .kinds import AnyRequest
 from .locate import Progname
@@ -121,11 +123,39 @@ def listen(
     @raise SocketError: the kernel refused, for example C{errno.EADDRINUSE}.
     @raise HelperFailedError: the helper failed in another way (bad reply, crash).
     """
-    request = SocketRequest(port, protocol, ip, backlog, v6only, **options)
-    sock: socket.socket = listen_many([request], progname=progname, timeout=timeout, direct=direct)[
-        0
-    ]
+    if options or not (ip is None or type(ip) is str):
+        request = SocketRequest(port, protocol, ip, backlog, v6only, **options)
+    else:
+        request = _plain_request(port, protocol, ip, backlog, v6only)
+        if direct and installed() is None:
+            # The short way, for the common call: one bind here (a port anyone may bind, root,
+            # or a kernel grant); a request with no socket option needs at most
+            # CAP_NET_BIND_SERVICE, so the batch would try it here first all the same. Refused,
+            # the whole way below asks the helper (after one more refused bind: microseconds
+            # beside a helper's run).
+            check_timeout(timeout)
+            try:
+                sock: socket.socket = open_directly(request)
+            except SocketError as error:
+                if error.errno not in DENIED:
+                    raise
+            else:
+                return sock
+    sock = listen_many([request], progname=progname, timeout=timeout, direct=direct)[0]
     return sock
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _plain_request(
+    port: int, protocol: str, ip: Optional[str], backlog: Optional[int], v6only: Optional[bool]
+) -> SocketRequest:
+    """
+    The request of a L{listen} with no socket option, kept: a request is frozen, and making one
+    (checking every field and option) is most of what a listen through a kernel grant would
+    otherwise spend around its bind (benchmarks/README.md, (a)). Typed, so C{True} is not taken
+    for port 1; a bad argument raises each time, as nothing is kept for it.
+    """
+    return SocketRequest(port, protocol, ip, backlog, v6only)
 
 
 def open_raw(

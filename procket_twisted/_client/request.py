@@ -320,7 +320,7 @@ class SocketRequest:
         step = "socket"
         stream = self.protocol == "tcp"
         try:
-            sock = socket.socket(self.family, self.type, self.kernel_identity[2])
+            sock = socket.socket(*self.kernel_identity)
         except OSError as error:
             raise socket_error(step, error.errno or 0, self, index) from None
         try:
