@@ -43,6 +43,7 @@ from procket_twisted import (
     listen_many,
 )
 from procket_twisted._client.options import CAP_NET_BIND_SERVICE
+from procket_twisted._client.request import OpenInetError, open_inet
 
 from .fake_helper_support import (
     FAKE,
@@ -529,21 +530,41 @@ class LeastPrivilegeTests(ClientTestCase):
         udp = self.listen(port, "udp", progname=MISSING_HELPER, direct=True)
         self.assertEqual(udp.getsockname(), ("0.0.0.0", port))
 
-    def test_kept_requests_are_never_confused(self) -> None:
+    def test_short_way_is_the_whole_way(self) -> None:
         """
-        listen keeps the request of a call with no socket option (its short way to one bind), by
-        value and type: after port 1 (bound here, or refused and asked of a helper that does not
-        exist), True is still refused as a port, and a bad call is refused each time.
+        listen's short way (TCP or UDP on an IPv4 address with no socket option, bound here at
+        once) gives the socket the whole way gives (asked for with an option that changes
+        nothing), and leaves every unusual argument to the whole way, which refuses it as always:
+        True or 70000 as a port, a name (never resolved) or another spelling of an IPv4 address,
+        a UDP backlog, a timeout of 0.
         """
-        try:
-            self.listen(1, ip="127.0.0.1", progname=MISSING_HELPER).close()
-        except HelperNotFoundError:
-            pass  # not root: the bind was refused, and there is no helper to ask
-        for _ in range(2):
-            with self.assertRaises(TypeError):
-                listen(True, ip="127.0.0.1", progname=MISSING_HELPER)
-            with self.assertRaises(ValueError):
-                listen(70000, ip="127.0.0.1", progname=MISSING_HELPER)
+
+        def facts(sock: socket.socket) -> List[object]:
+            return [
+                sock.family, sock.type, sock.proto, sock.getsockname()[0], sock.getblocking(),
+                sock.get_inheritable(), sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR),
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN),
+            ]  # fmt: skip
+
+        def no_request(*args: object, **kwargs: object) -> SocketRequest:
+            raise AssertionError("the short way makes no request")
+
+        for protocol, ip in (("tcp", "127.0.0.1"), ("udp", None), ("tcp", None)):
+            kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+            self.patch(procket_twisted._client.api, "SocketRequest", no_request)
+            short = self.listen(free_port(kind), protocol, ip, progname=MISSING_HELPER, direct=True)
+            self.patch(procket_twisted._client.api, "SocketRequest", SocketRequest)
+            whole = self.listen(free_port(kind), protocol, ip, reuseport=False, direct=True)
+            self.assertEqual(facts(short), facts(whole))
+        refused = [
+            (TypeError, (True,), {}), (ValueError, (70000,), {}),
+            (ValueError, (0,), {"ip": "localhost"}), (ValueError, (0,), {"ip": "127.1"}),
+            (ValueError, (0, "udp"), {"backlog": 5}), (ValueError, (0,), {"timeout": 0}),
+            (ValueError, (0, "sctp"), {}),
+        ]  # fmt: skip
+        for error, args, kwargs in refused:
+            with self.assertRaises(error, msg=(args, kwargs)):
+                listen(*args, progname=MISSING_HELPER, **kwargs)
 
     def test_direct_false_asks_the_helper(self) -> None:
         """With direct=False the same calls need the helper: HelperNotFoundError."""
@@ -589,6 +610,24 @@ class LeastPrivilegeTests(ClientTestCase):
         self.patch(procket_twisted._client.direct, "_GRANTABLE_KINDS", ())
         return low, high
 
+    def refuse_binds_here(self) -> List[int]:
+        """
+        Make every bind tried in this process fail with EACCES, as the kernel refuses one that
+        no grant covers, in both ways that bind here (listen's short way and a request's
+        C{open_here}, which share L{open_inet}).
+
+        @return: the ports tried since, in order.
+        """
+        tried: List[int] = []
+
+        def refused(identity: Any, address: Any, backlog: int, request: Any = None) -> Any:
+            tried.append(address[1])
+            raise OpenInetError("bind", errno.EACCES)
+
+        self.patch(procket_twisted._client.api, "open_inet", refused)
+        self.patch(procket_twisted._client.request, "open_inet", refused)
+        return tried
+
     def test_kernel_grant_attempt(self) -> None:
         """
         A TCP or UDP socket that lacks only CAP_NET_BIND_SERVICE is tried here first, as a kernel
@@ -611,14 +650,7 @@ class LeastPrivilegeTests(ClientTestCase):
         sock = self.listen(low, ip="127.0.0.1", direct=True)
         self.assertEqual((sock.getsockname()[1], runs()), (low, []))
         sock.close()
-        real = SocketRequest.open_here
-        tried: List[int] = []
-
-        def refused(request: SocketRequest, index: int = 1) -> socket.socket:
-            tried.append(request.port)
-            raise SocketError("no grant", errno=errno.EACCES, step="bind", index=index)
-
-        self.patch(SocketRequest, "open_here", refused)
+        tried = self.refuse_binds_here()
         ways = {  # listen's short way, and the batch's
             "listen": lambda: self.listen(low, ip="127.0.0.1", direct=True),
             "listen_many": lambda: self.listen_many(
@@ -630,7 +662,8 @@ class LeastPrivilegeTests(ClientTestCase):
             sock = way()
             self.assertEqual((len(runs()), tried[:1]), (count, [low]))
             sock.close()
-        self.patch(SocketRequest, "open_here", real)
+        self.patch(procket_twisted._client.api, "open_inet", open_inet)
+        self.patch(procket_twisted._client.request, "open_inet", open_inet)
         self.listen(low, ip="127.0.0.1", direct=False).close()  # direct=False: never tried here
         self.assertEqual(len(runs()), 3)
 
@@ -690,10 +723,7 @@ class LeastPrivilegeTests(ClientTestCase):
         """When binding here is denied after all (EACCES, e.g. by an LSM), the helper is asked."""
         runs = self.run_log()
 
-        def denied(request: SocketRequest, index: int = 1) -> socket.socket:
-            raise SocketError("denied", errno=errno.EACCES, step="bind", index=index)
-
-        self.patch(SocketRequest, "open_here", denied)
+        self.refuse_binds_here()
         sock = self.listen(0, ip="127.0.0.1", direct=True)
         self.assertEqual(sock.type, socket.SOCK_STREAM)
         self.assertEqual(len(runs()), 1)

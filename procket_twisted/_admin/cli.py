@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 from .._client.api import DEFAULT_TIMEOUT
+from .._client.request import MAX_PORT
 from .._client.version import package_version
 from .activation import run
 from .doctor import doctor
@@ -26,8 +27,8 @@ POLICY_REFERENCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pol
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1 to 65535")
+    if not text.isdigit() or not 0 < int(text) <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1 to {MAX_PORT}")
     return int(text)
 
 

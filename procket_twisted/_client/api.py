@@ -4,20 +4,27 @@ The plain, blocking API: privileged sockets for any Python program, no Twisted n
 
 from __future__ import annotations
 
-import functools
 import socket
 from typing import Any, Iterable, List, Optional, Sequence, Union
 
-from .direct import DENIED, open_directly
-from .errors import ProcketError, SocketError
+from .errors import ProcketError
 from .exchange import MAX_TIMEOUT, Exchange, check_batch, check_timeout
 from .kinds import AnyRequest
 from .locate import Progname
 from .packet import Instruction, PacketRequest
 from .raw import RawRequest
-from .request import IPAddressLike, SocketRequest
+from .request import (
+    DEFAULT_BACKLOG,
+    KERNEL_IDENTITY,
+    MAX_BACKLOG,
+    PROTOCOLS,
+    IPAddressLike,
+    OpenInetError,
+    SocketRequest,
+    open_inet,
+)
 from .spawn import exchange
-from .standin import installed
+from .standin import STAND_INS, installed
 from .tun import TunDevice, TunRequest
 
 __all__ = [
@@ -31,6 +38,10 @@ __all__ = [
     "check_timeout",
     "MAX_TIMEOUT",
 ]
+
+#: The socket of listen's short way, by protocol: IPv4 only.
+_IPV4_IDENTITY = {protocol: KERNEL_IDENTITY[protocol, 4] for protocol in PROTOCOLS}
+_inet_pton, _AF_INET = socket.inet_pton, socket.AF_INET
 
 #: Seconds to wait for the helper. It answers in well under a millisecond; sudo may take longer.
 DEFAULT_TIMEOUT = 5.0
@@ -123,39 +134,43 @@ def listen(
     @raise SocketError: the kernel refused, for example C{errno.EADDRINUSE}.
     @raise HelperFailedError: the helper failed in another way (bad reply, crash).
     """
-    if options or not (ip is None or type(ip) is str):
-        request = SocketRequest(port, protocol, ip, backlog, v6only, **options)
-    else:
-        request = _plain_request(port, protocol, ip, backlog, v6only)
-        if direct and installed() is None:
-            # The short way, for the common call: one bind here (a port anyone may bind, root,
-            # or a kernel grant); a request with no socket option needs at most
-            # CAP_NET_BIND_SERVICE, so the batch would try it here first all the same. Refused,
-            # the whole way below asks the helper (after one more refused bind: microseconds
-            # beside a helper's run).
-            check_timeout(timeout)
+    if (
+        direct
+        and not options
+        and v6only is None
+        and not STAND_INS
+        and type(port) is int
+        and type(timeout) is float
+        and 0.0 < timeout <= MAX_TIMEOUT
+        and (ip is None or type(ip) is str)
+        and type(protocol) is str
+        and (
+            backlog is None
+            or (type(backlog) is int and 0 <= backlog <= MAX_BACKLOG and protocol == "tcp")
+        )
+    ):
+        # The short way, for the most common call: a TCP or UDP socket on an IPv4 address with
+        # no socket option, opened here at once (a port anyone may bind, root, or a kernel
+        # grant). It is what the whole way below would do first (a request with no option needs
+        # at most CAP_NET_BIND_SERVICE, so the batch tries it here), with no request made and
+        # nothing checked twice; inline, as every call and every kind of step costs when a
+        # listen runs cold (benchmarks/README.md, (a)). Whatever is unusual or fails takes the
+        # whole way, which explains it, or asks the helper after one more refused bind.
+        identity = _IPV4_IDENTITY.get(protocol)
+        address = "0.0.0.0" if ip is None else ip
+        if identity is not None:
             try:
-                sock: socket.socket = open_directly(request)
-            except SocketError as error:
-                if error.errno not in DENIED:
-                    raise
-            else:
-                return sock
-    sock = listen_many([request], progname=progname, timeout=timeout, direct=direct)[0]
+                _inet_pton(_AF_INET, address)  # strictly a dotted quad: no name is resolved
+                return open_inet(
+                    identity, (address, port), DEFAULT_BACKLOG if backlog is None else backlog
+                )
+            except (OSError, OverflowError, OpenInetError):  # OverflowError: port > MAX_PORT
+                pass
+    request = SocketRequest(port, protocol, ip, backlog, v6only, **options)
+    sock: socket.socket = listen_many([request], progname=progname, timeout=timeout, direct=direct)[
+        0
+    ]
     return sock
-
-
-@functools.lru_cache(maxsize=64, typed=True)
-def _plain_request(
-    port: int, protocol: str, ip: Optional[str], backlog: Optional[int], v6only: Optional[bool]
-) -> SocketRequest:
-    """
-    The request of a L{listen} with no socket option, kept: a request is frozen, and making one
-    (checking every field and option) is most of what a listen through a kernel grant would
-    otherwise spend around its bind (benchmarks/README.md, (a)). Typed, so C{True} is not taken
-    for port 1; a bad argument raises each time, as nothing is kept for it.
-    """
-    return SocketRequest(port, protocol, ip, backlog, v6only)
 
 
 def open_raw(

@@ -28,12 +28,24 @@ from .options import (
 )
 from .system import unprivileged_port_start
 
-__all__ = ["SocketRequest", "IPAddressLike", "DEFAULT_BACKLOG", "PROTOCOLS"]
+__all__ = [
+    "SocketRequest",
+    "IPAddressLike",
+    "DEFAULT_BACKLOG",
+    "MAX_PORT",
+    "MAX_BACKLOG",
+    "PROTOCOLS",
+    "KERNEL_IDENTITY",
+    "OpenInetError",
+    "open_inet",
+]
 
 DEFAULT_BACKLOG = 128
+#: The highest port, and the longest listen queue a request may ask for.
+MAX_PORT = MAX_BACKLOG = 65535
 PROTOCOLS = ("tcp", "udp")
 #: (family, type, protocol) by protocol and IP version, as plain numbers.
-_KERNEL_IDENTITY = {
+KERNEL_IDENTITY = {
     (protocol, version): (int(family), int(kind), int(number))
     for protocol, kind, number in (
         ("tcp", socket.SOCK_STREAM, socket.IPPROTO_TCP),
@@ -45,6 +57,7 @@ _DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 _ABSENT = object()
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_ACCEPTCONN = socket.SO_ACCEPTCONN
+_SO_REUSEADDR = socket.SO_REUSEADDR
 _SOCK_STREAM = socket.SOCK_STREAM
 # The kernel's numbers as the C socket object holds them: ``socket.socket``'s own ``family`` and
 # ``type`` properties build an enum member on every read.
@@ -114,6 +127,58 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"{name} must be from {low} to {high}, not {value}")
     return value
+
+
+class OpenInetError(Exception):
+    """
+    A step of L{open_inet} failed.
+
+    @ivar step: the call that failed: C{socket}, C{setsockopt}, C{bind} or C{listen}.
+    @ivar errno: the kernel's errno.
+    """
+
+    def __init__(self, step: str, errno: int) -> None:
+        super().__init__(step, errno)
+        self.step = step
+        self.errno = errno
+
+
+def open_inet(
+    identity: Tuple[int, int, int],
+    address: Tuple[Any, int],
+    backlog: int,
+    request: Optional[object] = None,
+) -> socket.socket:
+    """
+    A TCP or UDP socket opened in this process the way the helper opens one: C{socket(IDENTITY)},
+    SO_REUSEADDR for TCP (as Twisted's own listenTCP does), REQUEST's socket options (none
+    without one), C{bind(ADDRESS)}, and for TCP C{listen(BACKLOG)}. The one sequence behind
+    every TCP or UDP socket opened here (L{SocketRequest.open_here}, and the short way of
+    L{procket_twisted.listen}).
+
+    @param identity: (family, type, protocol), as L{KERNEL_IDENTITY} gives them.
+    @raise OpenInetError: naming the failed call, with the kernel's errno (nothing stays open).
+    """
+    try:
+        sock = socket.socket(*identity)
+    except OSError as error:
+        raise OpenInetError("socket", error.errno or 0) from None
+    stream = identity[1] == _SOCK_STREAM
+    step = "setsockopt"
+    try:
+        if stream:
+            sock.setsockopt(_SOL_SOCKET, _SO_REUSEADDR, 1)
+        if request is not None:
+            set_options(sock, request)
+        step = "bind"
+        sock.bind(address)
+        if stream:
+            step = "listen"
+            sock.listen(backlog)
+    except OSError as error:
+        sock.close()
+        raise OpenInetError(step, error.errno or 0) from None
+    return sock
 
 
 def check_interface_name(name: object, what: str) -> str:
@@ -223,7 +288,7 @@ class SocketRequest:
     kernel_identity: Tuple[int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_int("port", self.port, 0, 65535)
+        _check_int("port", self.port, 0, MAX_PORT)
         if self.protocol not in PROTOCOLS:
             raise ValueError(
                 f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}"
@@ -231,13 +296,11 @@ class SocketRequest:
         address, text = _parsed_ip(self.ip)
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "ip", text)
-        object.__setattr__(
-            self, "kernel_identity", _KERNEL_IDENTITY[self.protocol, address.version]
-        )
+        object.__setattr__(self, "kernel_identity", KERNEL_IDENTITY[self.protocol, address.version])
         if self.backlog is not None:
             if self.protocol != "tcp":
                 raise ValueError("backlog applies to tcp only")
-            _check_int("backlog", self.backlog, 0, 65535)
+            _check_int("backlog", self.backlog, 0, MAX_BACKLOG)
         if self.v6only is not None:
             if not isinstance(self.v6only, bool):
                 raise TypeError("v6only must be True, False or None")
@@ -312,31 +375,16 @@ class SocketRequest:
 
     def open_here(self, index: int) -> socket.socket:
         """
-        Open it in this process, the way the helper would: SO_REUSEADDR for TCP (as Twisted's own
-        listenTCP does), the options, bind, and listen for TCP.
+        Open it in this process, the way the helper would (L{open_inet}).
 
         @raise SocketError: naming the failed call, with the kernel's errno.
         """
-        step = "socket"
-        stream = self.protocol == "tcp"
         try:
-            sock = socket.socket(*self.kernel_identity)
-        except OSError as error:
-            raise socket_error(step, error.errno or 0, self, index) from None
-        try:
-            step = "setsockopt"
-            if stream:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            set_options(sock, self)
-            step = "bind"
-            sock.bind((self.ip, self.port))
-            if stream:
-                step = "listen"
-                sock.listen(self.effective_backlog)
-        except OSError as error:
-            sock.close()
-            raise socket_error(step, error.errno or 0, self, index) from None
-        return sock
+            return open_inet(
+                self.kernel_identity, (self.ip, self.port), self.effective_backlog, self
+            )
+        except OpenInetError as failure:
+            raise socket_error(failure.step, failure.errno, self, index) from None
 
     def check(self, sock: socket.socket) -> Optional[str]:
         """

@@ -12,12 +12,14 @@ from typing import Any, Callable, List, Optional
 
 from .kinds import AnyRequest
 
-__all__ = ["StandIn", "install", "installed"]
+__all__ = ["StandIn", "STAND_INS", "install", "installed"]
 
 #: Opens the checked requests of one acquisition: the sockets in order, or raises ProcketError.
 StandIn = Callable[[List[AnyRequest]], List[Any]]
 
-_installed: List[StandIn] = []
+#: The stand-ins installed, the last one applying (empty outside tests). Read directly only where
+#: a call to L{installed} would cost too much (the short way of L{procket_twisted.listen}).
+STAND_INS: List[StandIn] = []
 
 
 def install(stand_in: StandIn) -> Callable[[], None]:
@@ -26,10 +28,10 @@ def install(stand_in: StandIn) -> Callable[[], None]:
 
     @return: a function that uninstalls it (the one installed before it, if any, applies again).
     """
-    _installed.append(stand_in)
-    return lambda: _installed.remove(stand_in)
+    STAND_INS.append(stand_in)
+    return lambda: STAND_INS.remove(stand_in)
 
 
 def installed() -> Optional[StandIn]:
     """The stand-in installed last, or C{None} (the helper and direct binds are used)."""
-    return _installed[-1] if _installed else None
+    return STAND_INS[-1] if STAND_INS else None
