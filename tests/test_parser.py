@@ -13,7 +13,7 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Any, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet.endpoints import _parse, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint, IStreamServerEndpointStringParser
@@ -24,12 +24,17 @@ from zope.interface.verify import verifyObject
 
 import procket_twisted._twisted.endpoints
 import procket_twisted._twisted.interfaces
+import procket_twisted._twisted.packet
 import procket_twisted._twisted.parser
 import procket_twisted._twisted.raw
 import procket_twisted._twisted.reactor_client
 import procket_twisted._twisted.service
+import procket_twisted._twisted.tun
 import procket_twisted.endpoints
-from procket_twisted import DEFAULT_TIMEOUT, SocketRequest
+from procket_twisted import DEFAULT_TIMEOUT, PacketRequest, RawRequest, SocketRequest
+from procket_twisted._client.options import options_taken_by
+from procket_twisted._twisted.parser import socketRequestFromString
+from procket_twisted._twisted.strings import grammar, grammarOf
 from procket_twisted.endpoints import (
     AdoptedDatagramServerEndpoint,
     IDatagramServerEndpoint,
@@ -301,22 +306,20 @@ class TLSStringTests(SynchronousTestCase):
     def test_twisted_parse_sslsignature(self) -> None:
         """
         Twisted's private ``_parseSSL``, which builds the TLS context, still takes a factory and
-        then every keyword the parser hands it, with the defaults the parser's ssl: relies on.
+        then the values procket:ssl takes by position, in the same order (so that
+        ``procket:ssl:443:KEY:CERT`` means what ``ssl:443:KEY:CERT`` means), with the TLS
+        defaults procket:ssl's parser gives it.
         """
         from twisted.internet.endpoints import _parseSSL
 
-        parameters = inspect.signature(_parseSSL).parameters
-        names = list(parameters)
-        self.assertEqual(names[:2], ["factory", "port"])
-        for name in procket_twisted._twisted.parser._TLS_ARGUMENTS:
-            self.assertIn(name, parameters, f"_parseSSL no longer takes {name}")
-            self.assertIn(
-                parameters[name].kind,
-                (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY),
-            )
-        self.assertEqual(parameters["backlog"].default, 50)
-        self.assertEqual(parameters["interface"].default, "")
-        self.assertEqual(parameters["privateKey"].default, "server.pem")
+        theirs = inspect.signature(_parseSSL).parameters
+        ours = inspect.signature(procket_twisted._twisted.parser._parseTLS).parameters
+        self.assertEqual(list(theirs)[0], "factory")
+        self.assertEqual(
+            list(theirs)[1:], list(grammarOf(procket_twisted._twisted.parser._parseTLS).names)
+        )
+        for name in ("privateKey", "certKey", "sslmethod", "extraCertChain", "dhParameters"):
+            self.assertEqual(ours[name].default, theirs[name].default, name)
 
 
 class MalformedStringTests(SynchronousTestCase):
@@ -556,6 +559,130 @@ class SplitDescriptionTests(SynchronousTestCase):
             "x::y",
         ):
             self.assertEqual(splitDescription(description), _parse(description), description)
+
+
+StringForm = Tuple[Callable[[str], object], str, Callable[..., object], Optional[type], List[str]]
+
+
+def _grammars() -> List[StringForm]:
+    """
+    Each kind's string form: how to parse it, a valid description, its parser (whose signature
+    is its grammar), the kind of request whose socket options it takes, if any, and the extra
+    keywords its caller accepts.
+    """
+    parser, packet, tun = (
+        procket_twisted._twisted.parser,
+        procket_twisted._twisted.packet,
+        procket_twisted._twisted.tun,
+    )
+
+    def stream(description: str) -> object:
+        return serverFromString(MemoryReactor(), description)
+
+    def datagram(description: str) -> object:
+        return datagramEndpointFromString(MemoryReactor(), description)
+
+    def request(description: str) -> object:
+        return socketRequestFromString(description, ("name",))
+
+    return [
+        (stream, "procket:tcp:80", parser._parseStream, SocketRequest, []),
+        (stream, "procket:tcp6:80", parser._parseStream, SocketRequest, []),
+        (stream, "procket:ssl:443", parser._parseTLS, SocketRequest, []),
+        (datagram, "procket:udp:53", parser._parseDatagram, SocketRequest, []),
+        (datagram, "procket:raw:icmp", parser._parseRaw, RawRequest, []),
+        (datagram, "procket:packet:arp", packet._parsePacket, PacketRequest, []),
+        (datagram, "procket:tap", tun._parseTunnel, None, []),
+        (request, "tcp:80", parser._parseSocketRequest, SocketRequest, ["name"]),
+        (request, "udp:53", parser._parseDatagramRequest, SocketRequest, ["name"]),
+    ]
+
+
+class GrammarTests(SynchronousTestCase):
+    """Each kind's parser's signature is its grammar: what a string may say, and in what order."""
+
+    def test_keywords_are_the_signature(self) -> None:
+        """
+        The keywords a string takes, as its unknown-keyword message lists them, are its parser's
+        positional-or-keyword parameters, then its keyword-only ones, then (exactly when it takes
+        ``**options``) the option keywords the option table gives its kind of request; for
+        socket descriptions, then the caller's extra keywords.
+        """
+        for parse, description, parser, kind, extra in _grammars():
+            parameters = inspect.signature(parser).parameters.values()
+            expected = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+            expected += [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
+            takesOptions = any(p.kind is p.VAR_KEYWORD for p in parameters)
+            self.assertEqual(takesOptions, kind is not None, description)
+            if kind is not None:
+                expected += [option.keyword for option in options_taken_by(kind)]
+            expected += extra
+            error = self.assertRaises(ValueError, parse, f"{description}:colour=red")
+            message = str(error)
+            self.assertIn("unknown keyword 'colour' (known: ", message, description)
+            known = message.split("(known: ", 1)[1].rstrip(")").split(", ")
+            self.assertEqual(known, expected, description)
+
+    def test_positional_past_the_signature(self) -> None:
+        """
+        One value by position more than the parser's positional-or-keyword parameters is an
+        unexpected value, which the message asks to name, as in the last of them; as many is not.
+        """
+        for parse, description, parser, _, _ in _grammars():
+            parameters = inspect.signature(parser).parameters.values()
+            names = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+            head = description.rsplit(":", 1)[0] if names[0] != "name" else description
+            values = ["9"] * len(names)
+            full = ":".join([head, *values])
+            message = str(self.assertRaises(ValueError, parse, f"{full}:extra"))
+            self.assertIn(
+                f": unexpected value 'extra'; name it, as in {names[-1]}=...", message, full
+            )
+            try:
+                parse(full)
+            except ValueError as problem:
+                self.assertNotIn("unexpected value", str(problem), full)
+
+    def test_socket_descriptions(self) -> None:
+        """
+        In socket descriptions (``procket-twisted run --listen``) tcp takes a port, an interface
+        and a backlog by position, udp only the first two; the caller's extra keywords come back
+        as given, and are not the request's.
+        """
+        request, extra = socketRequestFromString("tcp:80:127.0.0.1:5:name=web", ("name",))
+        self.assertEqual(
+            (request, extra), (SocketRequest(80, "tcp", "127.0.0.1", 5), {"name": "web"})
+        )
+        request, extra = socketRequestFromString("udp6:53:\\:\\:1:mark=7", ("name",))
+        self.assertEqual((request, extra), (SocketRequest(53, "udp", "::1", mark=7), {}))
+        error = self.assertRaises(ValueError, socketRequestFromString, "udp:53:127.0.0.1:5")
+        self.assertEqual(
+            str(error), "procket:udp: unexpected value '5'; name it, as in interface=..."
+        )
+
+    def test_grammar_checks_the_signature(self) -> None:
+        """
+        A parser whose signature contradicts its grammar is refused when it is made: a required
+        value without an example, options without ``**options`` or the other way round, an
+        address that is not a positional parameter, a required value after the first.
+        """
+
+        def required(where: str, /, port: str) -> None:
+            """A required port."""
+
+        def options(where: str, /, port: str, **options: str) -> None:
+            """A required port and the options."""
+
+        def two(where: str, /, port: str, other: str) -> None:
+            """Two required values."""
+
+        self.assertRaises(TypeError, grammar(), required)
+        self.assertRaises(TypeError, grammar(example="80", options=SocketRequest), required)
+        self.assertRaises(TypeError, grammar(example="80", address="interface"), required)
+        self.assertRaises(TypeError, grammar(example="80"), options)
+        self.assertRaises(TypeError, grammar(example="80"), two)
+        self.assertIs(grammar(example="80")(required), required)
+        self.assertEqual(grammarOf(required).names, ("port",))
 
 
 class PluginTests(SynchronousTestCase):

@@ -52,14 +52,13 @@ from .._client.packet import (
 from .endpoints import SingleUse, _HelperEndpoint, checkPacketSize
 from .interfaces import IDatagramServerEndpoint
 from .strings import (
-    HELPER_KEYWORDS,
     PREFIX,
-    bind,
     checked,
     flag,
+    grammar,
     helperOptions,
     number,
-    optionKeywords,
+    parseWith,
     socketOptions,
     splitDescription,
 )
@@ -454,10 +453,6 @@ class AdoptedPacketEndpoint(SingleUse):
 # ---- the string form ----------------------------------------------------------------------
 
 _ETHERTYPE_NAMES = {"all": ETH_P_ALL, "ip": ETH_P_IP, "arp": ETH_P_ARP, "ipv6": ETH_P_IPV6}
-_PACKET_ARGUMENTS = ("ethertype", "device", "maxPacketSize")
-_PACKET_KEYWORDS = (
-    ("cooked", "promiscuous", "filter") + HELPER_KEYWORDS + optionKeywords(PacketRequest)
-)
 _USAGE = "procket:packet:ETHERTYPE[:device=NAME][:cooked=yes][:promiscuous=yes][:filter=BPF]"
 
 
@@ -507,6 +502,44 @@ def parseFilter(text: str) -> Tuple[Instruction, ...]:
     return tuple(program)
 
 
+@grammar(options=PacketRequest, example="0x806 (or arp)")
+def _parsePacket(
+    reactor: Any,
+    where: str,
+    /,
+    ethertype: str,
+    device: Optional[str] = None,
+    maxPacketSize: str = str(DEFAULT_MAX_FRAME_SIZE),
+    *,
+    cooked: Optional[str] = None,
+    promiscuous: Optional[str] = None,
+    filter: Optional[str] = None,
+    progname: Optional[str] = None,
+    timeout: Optional[str] = None,
+    **options: str,
+) -> ProcketPacketEndpoint:
+    """C{procket:packet:ETHERTYPE[:DEVICE[:MAXPACKETSIZE]]} and its keywords."""
+    etherType = _ethertype(where, ethertype)
+    if device == "":
+        raise ValueError(f"{where}: device is empty; leave it out for every interface")
+    size = number(where, "maxPacketSize", maxPacketSize, 1, 1 << 20)
+    program = None if filter is None else checked(where, lambda: parseFilter(filter))
+    keywords = {**helperOptions(where, progname, timeout), **socketOptions(where, options)}
+    return checked(
+        where,
+        lambda: ProcketPacketEndpoint(
+            reactor,
+            etherType,
+            device,
+            size,
+            cooked=flag(where, "cooked", cooked),
+            promiscuous=flag(where, "promiscuous", promiscuous),
+            filter=program,
+            **keywords,
+        ),
+    )
+
+
 def packetEndpointFromString(reactor: Any, description: str) -> ProcketPacketEndpoint:
     """
     The packet endpoint for C{procket:packet:ETHERTYPE[:device=NAME][:maxPacketSize=N]}
@@ -525,28 +558,4 @@ def packetEndpointFromString(reactor: Any, description: str) -> ProcketPacketEnd
     if args[:2] != [PREFIX, "packet"]:
         raise ValueError(f"{description!r} is not a packet endpoint: use {_USAGE}")
     where = f"{PREFIX}:packet"
-    values = bind(where, _PACKET_ARGUMENTS, args[2:], kwargs, _PACKET_KEYWORDS, "0x806 (or arp)")
-    ethertype = _ethertype(where, values["ethertype"])
-    device = values.get("device") or None
-    if "device" in values and device is None:
-        raise ValueError(f"{where}: device is empty; leave it out for every interface")
-    size = number(
-        where, "maxPacketSize", values.get("maxPacketSize", str(DEFAULT_MAX_FRAME_SIZE)), 1, 1 << 20
-    )
-    program = None
-    if "filter" in values:
-        program = checked(where, lambda: parseFilter(values["filter"]))
-    options = {**helperOptions(where, values), **socketOptions(where, values)}
-    return checked(
-        where,
-        lambda: ProcketPacketEndpoint(
-            reactor,
-            ethertype,
-            device,
-            size,
-            cooked=flag(where, "cooked", values.get("cooked")),
-            promiscuous=flag(where, "promiscuous", values.get("promiscuous")),
-            filter=program,
-            **options,
-        ),
-    )
+    return parseWith(_parsePacket, where, (reactor, where), args[2:], kwargs)

@@ -16,7 +16,7 @@ parsers, before C{twistd} has chosen its reactor, so nothing here may import the
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from twisted.internet.interfaces import (
     IReactorCore,
@@ -27,7 +27,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from .._client.raw import PROTOCOL_NUMBERS, RawRequest
-from .._client.request import SocketRequest
+from .._client.request import MAX_BACKLOG, MAX_PORT, SocketRequest
 from .endpoints import (
     DEFAULT_MAX_PACKET_SIZE,
     DEFAULT_STREAM_BACKLOG,
@@ -38,14 +38,14 @@ from .endpoints import (
 from .interfaces import IDatagramServerEndpoint
 from .raw import RAW_MAX_PACKET_SIZE, RawEndpoint
 from .strings import (
-    HELPER_KEYWORDS,
     PREFIX,
     bind,
     checked,
     flag,
+    grammar,
     helperOptions,
     number,
-    optionKeywords,
+    parseWith,
     socketOptions,
     splitDescription,
 )
@@ -57,54 +57,77 @@ __all__ = [
     "splitDescription",  # from .strings: part of this module's surface, as it always was
 ]
 
-_STREAM_ARGUMENTS = ("port", "interface", "backlog")
-_TLS_ARGUMENTS = (
-    "port", "privateKey", "certKey", "sslmethod", "interface", "backlog",
-    "extraCertChain", "dhParameters",
-)  # fmt: skip
-_DATAGRAM_ARGUMENTS = ("port", "interface", "maxPacketSize")
-_RAW_ARGUMENTS = ("protocol", "interface", "maxPacketSize")
-_KEYWORDS_EVERYWHERE = HELPER_KEYWORDS + optionKeywords(SocketRequest)
-#: The keywords a raw socket takes: the helper's, the socket options it takes, and its own.
-_RAW_KEYWORDS = HELPER_KEYWORDS + optionKeywords(RawRequest) + ("headerIncluded",)
 _USAGE = (
     "use procket:tcp:PORT, procket:tcp6:PORT or procket:ssl:PORT:privateKey=KEY:certKey=CERT "
     "(and procket:udp:PORT with datagramEndpointFromString)"
 )
 
 
-def _interface(where: str, values: Dict[str, str], ipv6: bool) -> str:
-    interface = values.get("interface", "::" if ipv6 else "")
+def _interface(where: str, interface: Optional[str], ipv6: bool) -> str:
+    interface = ("::" if ipv6 else "") if interface is None else interface
     if ipv6 and ":" not in interface:
         raise ValueError(f"{where}: interface {interface!r} is not an IPv6 address")
     return interface
 
 
-def _streamEndpoint(
-    reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str], where: str = ""
-) -> Any:
-    where = where or f"{PREFIX}:{protocol}"
-    values = bind(where, _STREAM_ARGUMENTS, args, kwargs, _KEYWORDS_EVERYWHERE, "80", "interface")
-    port = number(where, "port", values["port"], 0, 65535)
-    backlog = number(where, "backlog", values.get("backlog", str(DEFAULT_STREAM_BACKLOG)), 0, 65535)
-    interface = _interface(where, values, protocol == "tcp6")
-    options = {**helperOptions(where, values), **socketOptions(where, values)}
+@grammar(options=SocketRequest, example="80", address="interface")
+def _parseStream(
+    reactor: Any,
+    where: str,
+    ipv6: bool,
+    /,
+    port: str,
+    interface: Optional[str] = None,
+    backlog: str = str(DEFAULT_STREAM_BACKLOG),
+    *,
+    progname: Optional[str] = None,
+    timeout: Optional[str] = None,
+    **options: str,
+) -> ProcketServerEndpoint:
+    """C{procket:tcp:...} and C{procket:tcp6:...} (IPV6), and the stream under C{procket:ssl}."""
+    portNumber = number(where, "port", port, 0, MAX_PORT)
+    backlogNumber = number(where, "backlog", backlog, 0, MAX_BACKLOG)
+    address = _interface(where, interface, ipv6)
+    keywords = {**helperOptions(where, progname, timeout), **socketOptions(where, options)}
     return checked(
-        where, lambda: ProcketServerEndpoint(reactor, port, interface, backlog, **options)
-    )
-
-
-def _tlsEndpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> Any:
-    where = f"{PREFIX}:ssl"
-    values = bind(where, _TLS_ARGUMENTS, args, kwargs, _KEYWORDS_EVERYWHERE, "80", "interface")
-    stream = _streamEndpoint(
-        reactor,
-        "tcp",
-        [],
-        {k: v for k, v in values.items() if k in _STREAM_ARGUMENTS + _KEYWORDS_EVERYWHERE},
         where,
+        lambda: ProcketServerEndpoint(reactor, portNumber, address, backlogNumber, **keywords),
     )
-    tls = {k: v for k, v in values.items() if k in _TLS_ARGUMENTS and k not in _STREAM_ARGUMENTS}
+
+
+@grammar(options=SocketRequest, example="80", address="interface")
+def _parseTLS(
+    reactor: Any,
+    where: str,
+    /,
+    port: str,
+    privateKey: str = "server.pem",
+    certKey: Optional[str] = None,
+    sslmethod: Optional[str] = None,
+    interface: Optional[str] = None,
+    backlog: str = str(DEFAULT_STREAM_BACKLOG),
+    extraCertChain: Optional[str] = None,
+    dhParameters: Optional[str] = None,
+    *,
+    progname: Optional[str] = None,
+    timeout: Optional[str] = None,
+    **options: str,
+) -> TLSServerEndpoint:
+    """
+    C{procket:ssl:...}: the positional values and TLS defaults of Twisted's C{ssl:}, the stream
+    of L{_parseStream} under the TLS.
+    """
+    stream = _parseStream(
+        reactor,
+        where,
+        False,
+        port,
+        interface,
+        backlog,
+        progname=progname,
+        timeout=timeout,
+        **options,
+    )
     try:
         # Twisted's own ssl: parser builds the context, so every TLS keyword means what it means
         # there. It is private to Twisted; a test pins its signature.
@@ -112,7 +135,15 @@ def _tlsEndpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> A
     except ImportError:  # pragma: no cover - Twisted without the ssl: parser
         raise ValueError(f"{where}: this Twisted cannot build TLS contexts") from None
     try:
-        (_, _, contextFactory), _ = _parseSSL(None, values["port"], **tls)
+        (_, _, contextFactory), _ = _parseSSL(
+            None,
+            port,
+            privateKey,
+            certKey,
+            sslmethod,
+            extraCertChain=extraCertChain,
+            dhParameters=dhParameters,
+        )
     except ImportError:
         raise ValueError(
             f"{where}: TLS needs pyOpenSSL: pip install 'procket-twisted[tls]'"
@@ -124,52 +155,69 @@ def _tlsEndpoint(reactor: Any, args: Sequence[str], kwargs: Dict[str, str]) -> A
     return TLSServerEndpoint(stream, contextFactory)
 
 
-def _datagramEndpoint(
-    reactor: Any, protocol: str, args: Sequence[str], kwargs: Dict[str, str]
-) -> Any:
-    where = f"{PREFIX}:{protocol}"
-    values = bind(where, _DATAGRAM_ARGUMENTS, args, kwargs, _KEYWORDS_EVERYWHERE, "80", "interface")
-    port = number(where, "port", values["port"], 0, 65535)
-    size = values.get("maxPacketSize", str(DEFAULT_MAX_PACKET_SIZE))
-    maxPacketSize = number(where, "maxPacketSize", size, 1, 65535)
-    interface = _interface(where, values, protocol == "udp6")
-    options = {**helperOptions(where, values), **socketOptions(where, values)}
+@grammar(options=SocketRequest, example="80", address="interface")
+def _parseDatagram(
+    reactor: Any,
+    where: str,
+    ipv6: bool,
+    /,
+    port: str,
+    interface: Optional[str] = None,
+    maxPacketSize: str = str(DEFAULT_MAX_PACKET_SIZE),
+    *,
+    progname: Optional[str] = None,
+    timeout: Optional[str] = None,
+    **options: str,
+) -> ProcketDatagramServerEndpoint:
+    """C{procket:udp:...} and C{procket:udp6:...} (IPV6)."""
+    portNumber = number(where, "port", port, 0, MAX_PORT)
+    size = number(where, "maxPacketSize", maxPacketSize, 1, 65535)
+    address = _interface(where, interface, ipv6)
+    keywords = {**helperOptions(where, progname, timeout), **socketOptions(where, options)}
     return checked(
         where,
-        lambda: ProcketDatagramServerEndpoint(reactor, port, interface, maxPacketSize, **options),
+        lambda: ProcketDatagramServerEndpoint(reactor, portNumber, address, size, **keywords),
     )
 
 
-def _rawEndpoint(
-    reactor: Any, kind: str, args: Sequence[str], kwargs: Dict[str, str]
+@grammar(options=RawRequest, example="icmp", address="interface")
+def _parseRaw(
+    reactor: Any,
+    where: str,
+    raw6: bool,
+    /,
+    protocol: str,
+    interface: Optional[str] = None,
+    maxPacketSize: str = str(RAW_MAX_PACKET_SIZE),
+    *,
+    progname: Optional[str] = None,
+    timeout: Optional[str] = None,
+    headerIncluded: Optional[str] = None,
+    **options: str,
 ) -> RawEndpoint:
-    where = f"{PREFIX}:{kind}"
-    values = bind(where, _RAW_ARGUMENTS, args, kwargs, _RAW_KEYWORDS, "icmp", "interface")
-    name = values["protocol"]
-    protocol = PROTOCOL_NUMBERS.get(name)
-    if protocol is None:
-        if not (name.isascii() and name.isdigit()):
+    """C{procket:raw:...} and C{procket:raw6:...} (RAW6)."""
+    ipProtocol = PROTOCOL_NUMBERS.get(protocol)
+    if ipProtocol is None:
+        if not (protocol.isascii() and protocol.isdigit()):
             raise ValueError(
-                f"{where}: protocol {name!r} is not a number from 1 to 255 or one of "
+                f"{where}: protocol {protocol!r} is not a number from 1 to 255 or one of "
                 f"{', '.join(PROTOCOL_NUMBERS)}"
             )
-        protocol = number(where, "protocol", name, 1, 255)
-    interface = _interface(where, values, kind == "raw6") if "interface" in values else None
+        ipProtocol = number(where, "protocol", protocol, 1, 255)
+    address = None if interface is None else _interface(where, interface, raw6)
     # raw6 is IPv6; for raw, as for tcp, an IPv6 interface (or ICMPv6) makes it IPv6.
-    ipv6 = kind == "raw6" or ":" in (interface or "") or (interface is None and protocol == 58)
-    if protocol == (1 if ipv6 else 58):
+    ipv6 = raw6 or ":" in (address or "") or (address is None and ipProtocol == 58)
+    if ipProtocol == (1 if ipv6 else 58):
         raise ValueError(
-            f"{where}: protocol {name} over {'IPv6' if ipv6 else 'IPv4'}: ICMP is IPv4's "
+            f"{where}: protocol {protocol} over {'IPv6' if ipv6 else 'IPv4'}: ICMP is IPv4's "
             "(procket:raw:icmp), ICMPv6 is IPv6's (procket:raw6:icmpv6)"
         )
-    size = values.get("maxPacketSize", str(RAW_MAX_PACKET_SIZE))
-    maxPacketSize = number(where, "maxPacketSize", size, 1, RAW_MAX_PACKET_SIZE)
-    headerIncluded = flag(where, "headerIncluded", values.get("headerIncluded"))
-    options = {**helperOptions(where, values), **socketOptions(where, values)}
-    options["family"] = "inet6" if ipv6 else "inet"
-    options["headerIncluded"] = headerIncluded
+    size = number(where, "maxPacketSize", maxPacketSize, 1, RAW_MAX_PACKET_SIZE)
+    keywords = {**helperOptions(where, progname, timeout), **socketOptions(where, options)}
+    keywords["family"] = "inet6" if ipv6 else "inet"
+    keywords["headerIncluded"] = flag(where, "headerIncluded", headerIncluded)
     endpoint: RawEndpoint = checked(
-        where, lambda: RawEndpoint(reactor, protocol, interface, maxPacketSize, **options)
+        where, lambda: RawEndpoint(reactor, ipProtocol, address, size, **keywords)
     )
     return endpoint
 
@@ -192,10 +240,13 @@ class ProcketServerParser:
             raise ValueError(f"{PREFIX}: no protocol given; {_USAGE}")
         protocol, rest = str(args[0]), [str(arg) for arg in args[1:]]
         options = {key: str(value) for key, value in kwargs.items()}
+        where = f"{PREFIX}:{protocol}"
         if protocol in ("tcp", "tcp6"):
-            return _streamEndpoint(reactor, protocol, rest, options)  # type: ignore[no-any-return]
+            return parseWith(
+                _parseStream, where, (reactor, where, protocol == "tcp6"), rest, options
+            )
         if protocol == "ssl":
-            return _tlsEndpoint(reactor, rest, options)  # type: ignore[no-any-return]
+            return parseWith(_parseTLS, where, (reactor, where), rest, options)
         if protocol in ("udp", "udp6", "raw", "raw6"):
             raise ValueError(
                 f"{PREFIX}:{protocol} is a datagram endpoint, and Twisted's stream endpoint "
@@ -218,30 +269,63 @@ def datagramEndpointFromString(reactor: Any, description: str) -> IDatagramServe
     @raise ValueError: naming the bad part of a malformed description.
     """
     args, kwargs = splitDescription(description)
-    if len(args) >= 2 and args[0] == PREFIX and args[1] in ("raw", "raw6"):
-        return _rawEndpoint(reactor, args[1], args[2:], kwargs)
-    if len(args) >= 2 and args[0] == PREFIX and args[1] in ("packet", "tun", "tap"):
+    kind = args[1] if len(args) >= 2 and args[0] == PREFIX else None
+    where = f"{PREFIX}:{kind}"
+    if kind in ("raw", "raw6"):
+        return parseWith(_parseRaw, where, (reactor, where, kind == "raw6"), args[2:], kwargs)
+    if kind in ("packet", "tun", "tap"):
         # Imported here: they bring twisted.pair, which the plugin's import need not load.
         from .packet import packetEndpointFromString
         from .tun import tunEndpointFromString
 
-        build = packetEndpointFromString if args[1] == "packet" else tunEndpointFromString
+        build = packetEndpointFromString if kind == "packet" else tunEndpointFromString
         return build(reactor, description)
-    if len(args) < 2 or args[0] != PREFIX or args[1] not in ("udp", "udp6"):
+    if kind not in ("udp", "udp6"):
         raise ValueError(
             f"{description!r} is not a procket datagram endpoint: use procket:udp:PORT, "
             "procket:udp6:PORT, procket:raw:PROTOCOL, procket:raw6:PROTOCOL, "
             "procket:packet:ETHERTYPE, procket:tun or procket:tap"
         )
-    return _datagramEndpoint(reactor, args[1], args[2:], kwargs)  # type: ignore[no-any-return]
+    return parseWith(_parseDatagram, where, (reactor, where, kind == "udp6"), args[2:], kwargs)
 
 
-#: What each protocol takes in a socket description, in order.
-_SOCKET_ARGUMENTS = {
-    "tcp": _STREAM_ARGUMENTS,
-    "tcp6": _STREAM_ARGUMENTS,
-    "udp": ("port", "interface"),
-    "udp6": ("port", "interface"),
+@grammar(options=SocketRequest, example="80", address="interface")
+def _parseSocketRequest(
+    where: str,
+    protocol: str,
+    /,
+    port: str,
+    interface: Optional[str] = None,
+    backlog: Optional[str] = None,
+    **options: str,
+) -> SocketRequest:
+    """C{tcp:...} and C{tcp6:...} in a socket description (without a backlog, the request's)."""
+    portNumber = number(where, "port", port, 0, MAX_PORT)
+    address = _interface(where, interface, protocol.endswith("6"))
+    backlogNumber = None if backlog is None else number(where, "backlog", backlog, 0, MAX_BACKLOG)
+    keywords = socketOptions(where, options)
+    return checked(
+        where,
+        lambda: SocketRequest(
+            portNumber, protocol.rstrip("6"), address or None, backlogNumber, **keywords
+        ),
+    )
+
+
+@grammar(options=SocketRequest, example="80", address="interface")
+def _parseDatagramRequest(
+    where: str, protocol: str, /, port: str, interface: Optional[str] = None, **options: str
+) -> SocketRequest:
+    """C{udp:...} and C{udp6:...} in a socket description, which take no backlog."""
+    return _parseSocketRequest(where, protocol, port, interface, **options)
+
+
+#: The parser of each protocol of a socket description.
+_SOCKET_PARSERS: Dict[str, Callable[..., SocketRequest]] = {
+    "tcp": _parseSocketRequest,
+    "tcp6": _parseSocketRequest,
+    "udp": _parseDatagramRequest,
+    "udp6": _parseDatagramRequest,
 }
 
 
@@ -260,22 +344,13 @@ def socketRequestFromString(
     args, kwargs = splitDescription(description)
     if args[:1] == [PREFIX]:
         args = args[1:]
-    if not args or args[0] not in _SOCKET_ARGUMENTS:
+    if not args or args[0] not in _SOCKET_PARSERS:
         raise ValueError(
             f"{description!r}: say tcp:PORT, tcp6:PORT, udp:PORT or udp6:PORT, then keywords"
         )
     protocol = args[0]
     where = f"{PREFIX}:{protocol}"
-    keywords = optionKeywords(SocketRequest) + tuple(extraKeywords)
-    values = bind(where, _SOCKET_ARGUMENTS[protocol], args[1:], kwargs, keywords, "80", "interface")
-    port = number(where, "port", values["port"], 0, 65535)
-    interface = _interface(where, values, protocol.endswith("6"))
-    backlog = None
-    if "backlog" in values:
-        backlog = number(where, "backlog", values["backlog"], 0, 65535)
-    options = socketOptions(where, values)
-    request = checked(
-        where,
-        lambda: SocketRequest(port, protocol.rstrip("6"), interface or None, backlog, **options),
-    )
-    return request, {key: values[key] for key in extraKeywords if key in values}
+    parser = _SOCKET_PARSERS[protocol]
+    values = bind(parser, where, args[1:], kwargs, extraKeywords)
+    extra = {key: values.pop(key) for key in extraKeywords if key in values}
+    return parser(where, protocol, **values), extra

@@ -1,40 +1,41 @@
 """
 What every C{procket:} endpoint string shares: splitting it as Twisted does, binding its values
-to the names a kind takes, and reading numbers, yes/no flags, the helper's keywords and the
-socket option keywords. Each kind's own grammar (C{parser}, C{packet}, C{tun}) is written with
-these, so that a word means the same in every string.
+to a kind's parser, whose signature is the kind's grammar (L{grammar}), and reading numbers,
+yes/no flags, the helper's keywords and the socket option keywords. Each kind's parser
+(C{parser}, C{packet}, C{tun}) is written with these, so that a word means the same in every
+string.
 
 Import-light, like the parser: nothing here may import the reactor.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from .._client.api import DEFAULT_TIMEOUT, MAX_TIMEOUT, check_timeout
 from .._client.options import OPTIONS, options_taken_by
 
 __all__ = [
     "PREFIX",
-    "HELPER_KEYWORDS",
-    "OPTION_KEYWORDS",
     "splitDescription",
+    "Grammar",
+    "grammar",
+    "grammarOf",
     "bind",
+    "parseWith",
     "number",
     "flag",
     "checked",
     "helperOptions",
-    "optionKeywords",
     "socketOptions",
 ]
 
 PREFIX = "procket"
-#: The keywords every string takes: the helper command and how long to wait for it.
-HELPER_KEYWORDS = ("progname", "timeout")
-#: Socket option keywords (camelCase, as Twisted's keywords are) and their request names.
-OPTION_KEYWORDS = {option.keyword: option.attribute for option in OPTIONS}
 _YES, _NO = ("yes", "true", "1"), ("no", "false", "0")
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def splitDescription(description: str) -> Tuple[List[str], Dict[str, str]]:
@@ -78,30 +79,99 @@ def splitDescription(description: str) -> Tuple[List[str], Dict[str, str]]:
     return args, kwargs
 
 
+@dataclass(frozen=True)
+class Grammar:
+    """
+    What a kind's parser takes, read from its signature by L{grammar}.
+
+    @ivar names: the values that may be given by position, in order.
+    @ivar keywords: the values given by name only: the keyword-only parameters, then the socket
+        option keywords when the parser takes C{**options}.
+    @ivar example: a value for the first of L{names}, which is then required (C{80}, C{0x806}).
+    @ivar address: the name holding an IP address, whose IPv6 colons must be escaped.
+    """
+
+    names: Tuple[str, ...]
+    keywords: Tuple[str, ...]
+    example: Optional[str]
+    address: Optional[str]
+
+
+_GRAMMARS: Dict[Callable[..., Any], Grammar] = {}
+
+
+def grammar(
+    *, options: Optional[type] = None, example: Optional[str] = None, address: Optional[str] = None
+) -> Callable[[_F], _F]:
+    """
+    Make a function the parser of a kind's strings, whose signature is the grammar, as in
+    Twisted's C{_parseTCP(factory, port, interface="", backlog=50)}: the positional-only
+    parameters are the context the caller gives (the reactor, where...), the
+    positional-or-keyword ones the values that may be given by position, the keyword-only ones
+    those given by name only, and C{**options} the socket option keywords of OPTIONS.
+
+    @param options: the kind of request (L{SocketRequest}, L{RawRequest}...) whose option
+        keywords C{**options} takes.
+    @param example: a value for the first positional parameter, which has no default exactly
+        when it is required.
+    @param address: the parameter holding an IP address (see L{bind}).
+    @raise TypeError: when the signature and these arguments disagree.
+    """
+
+    def record(parser: _F) -> _F:
+        parameters = inspect.signature(parser).parameters.values()
+        names = tuple(p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD)
+        keywords = tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+        required = tuple(
+            p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty
+        )
+        takesOptions = any(p.kind is p.VAR_KEYWORD for p in parameters)
+        if (
+            required not in ((), names[:1])
+            or bool(required) != (example is not None)
+            or takesOptions != (options is not None)
+            or (address is not None and address not in names)
+        ):
+            raise TypeError(f"{parser.__qualname__}: its signature does not fit its grammar")
+        if options is not None:
+            keywords += tuple(option.keyword for option in options_taken_by(options))
+        _GRAMMARS[parser] = Grammar(names, keywords, example, address)
+        return parser
+
+    return record
+
+
+def grammarOf(parser: Callable[..., Any]) -> Grammar:
+    """The L{Grammar} of a parser made by L{grammar}."""
+    return _GRAMMARS[parser]
+
+
 def bind(
+    parser: Callable[..., Any],
     where: str,
-    names: Sequence[str],
     args: Sequence[str],
-    kwargs: Dict[str, str],
-    keywords: Sequence[str],
-    example: Optional[str] = None,
-    addressKeyword: Optional[str] = None,
+    kwargs: Mapping[str, str],
+    extraKeywords: Sequence[str] = (),
 ) -> Dict[str, str]:
     """
-    Positional ARGS and keyword KWARGS as one mapping, ARGS in the order of NAMES; KEYWORDS may
-    be given by name only.
+    Positional ARGS and keyword KWARGS as one mapping from the names of PARSER's grammar (see
+    L{grammar}), ARGS in the order of its positional names; EXTRAKEYWORDS may be given by name
+    too.
 
-    @param example: a value for the first of NAMES, which is then required (C{80}, C{0x806}).
-    @param addressKeyword: the keyword holding an IP address, whose IPv6 colons must be escaped:
-        an empty value there (what C{interface=::1} becomes) is explained as such.
+    An empty value where a grammar with an address takes one (what C{interface=::1} becomes) is
+    explained as IPv6 colons that need escaping.
+
     @raise ValueError: naming the extra value, the unknown keyword, the one given twice, or the
         missing first value.
     """
-    if addressKeyword is not None and ("" in args[1:] or kwargs.get(addressKeyword) == ""):
+    rules = grammarOf(parser)
+    names, keywords, example, address = rules.names, rules.keywords, rules.example, rules.address
+    keywords += tuple(extraKeywords)
+    if address is not None and ("" in args[1:] or kwargs.get(address) == ""):
         # What Twisted makes of interface=::1: the colons split it into empty values.
         raise ValueError(
-            f"{where}: an IPv6 {addressKeyword} needs its colons escaped with backslashes, as "
-            f"in {where}:{example or 443}:{addressKeyword}=\\:\\:1 (in a shell, quote it)"
+            f"{where}: an IPv6 {address} needs its colons escaped with backslashes, as "
+            f"in {where}:{example or 443}:{address}=\\:\\:1 (in a shell, quote it)"
         )
     if len(args) > len(names):
         extra = ":".join(args[len(names) :])
@@ -118,6 +188,22 @@ def bind(
     if example is not None and names[0] not in values:
         raise ValueError(f"{where}: no {names[0]} given, as in {where}:{example}")
     return values
+
+
+def parseWith(
+    parser: Callable[..., _T],
+    where: str,
+    context: Sequence[Any],
+    args: Sequence[str],
+    kwargs: Mapping[str, str],
+) -> _T:
+    """
+    PARSER (made by L{grammar}) called with CONTEXT and the values of a split description.
+
+    @param where: the kind's prefix (C{procket:tcp}), which every message starts with.
+    @raise ValueError: from L{bind}, or from PARSER.
+    """
+    return parser(*context, **bind(parser, where, args, kwargs))
 
 
 def number(where: str, name: str, text: str, low: int, high: int) -> int:
@@ -145,11 +231,9 @@ def checked(where: str, build: Callable[[], _T]) -> _T:
         raise ValueError(f"{where}: {problem}") from None
 
 
-def helperOptions(where: str, values: Dict[str, str]) -> Dict[str, Any]:
-    """C{progname} and C{timeout} of VALUES, as keyword arguments."""
-    options: Dict[str, Any] = {"progname": values.get("progname") or None}
-    timeout = values.get("timeout")
-    options["timeout"] = DEFAULT_TIMEOUT
+def helperOptions(where: str, progname: Optional[str], timeout: Optional[str]) -> Dict[str, Any]:
+    """The keywords every string takes, C{progname} and C{timeout}, as keyword arguments."""
+    options: Dict[str, Any] = {"progname": progname or None, "timeout": DEFAULT_TIMEOUT}
     if timeout is not None:
         try:
             options["timeout"] = check_timeout(float(timeout))
@@ -161,13 +245,8 @@ def helperOptions(where: str, values: Dict[str, str]) -> Dict[str, Any]:
     return options
 
 
-def optionKeywords(kind: type) -> Tuple[str, ...]:
-    """The socket option keywords a kind of request (L{SocketRequest}, L{RawRequest}...) takes."""
-    return tuple(option.keyword for option in options_taken_by(kind))
-
-
-def socketOptions(where: str, values: Dict[str, str]) -> Dict[str, Any]:
-    """The socket option keywords of VALUES, as request keyword arguments."""
+def socketOptions(where: str, values: Mapping[str, str]) -> Dict[str, Any]:
+    """The socket option keywords of VALUES (a parser's C{**options}), as request keywords."""
     options: Dict[str, Any] = {}
     for option in OPTIONS:
         text = values.get(option.keyword)

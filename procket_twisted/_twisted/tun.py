@@ -39,7 +39,16 @@ from .._client.locate import Progname
 from .._client.tun import TUN_DEVICE, TunDevice, TunRequest, interface_of
 from .endpoints import SingleUse, _HelperEndpoint, checkPacketSize
 from .interfaces import IDatagramServerEndpoint
-from .strings import PREFIX, bind, checked, flag, helperOptions, number, splitDescription
+from .strings import (
+    PREFIX,
+    checked,
+    flag,
+    grammar,
+    helperOptions,
+    number,
+    parseWith,
+    splitDescription,
+)
 
 __all__ = [
     "TunnelIPProtocol",
@@ -283,8 +292,29 @@ class AdoptedTunnelEndpoint(SingleUse):
         )
 
 
-_TUN_ARGUMENTS = ("name",)
-_TUN_KEYWORDS = ("address", "up", "maxPacketSize", "progname", "timeout")
+@grammar()
+def _parseTunnel(
+    reactor: Any,
+    where: str,
+    mode: str,
+    /,
+    name: Optional[str] = None,
+    *,
+    address: Optional[str] = None,
+    up: Optional[str] = None,
+    maxPacketSize: str = str(DEFAULT_MAX_TUNNEL_PACKET_SIZE),
+    progname: Optional[str] = None,
+    timeout: Optional[str] = None,
+) -> ProcketTunnelEndpoint:
+    """C{procket:tun[:NAME]} and C{procket:tap[:NAME]} (MODE), and their keywords."""
+    size = number(where, "maxPacketSize", maxPacketSize, 1, 1 << 20)
+    options = helperOptions(where, progname, timeout)
+    return checked(
+        where,
+        lambda: ProcketTunnelEndpoint(
+            reactor, mode, name or None, address, flag(where, "up", up), size, **options
+        ),
+    )
 
 
 def tunEndpointFromString(reactor: Any, description: str) -> ProcketTunnelEndpoint:
@@ -310,24 +340,4 @@ def tunEndpointFromString(reactor: Any, description: str) -> ProcketTunnelEndpoi
             f"{where}: an IPv6 address needs its colons escaped with backslashes, as in "
             f"{where}:address=fd00\\:\\:1/64 (in a shell, quote it)"
         )
-    values = bind(where, _TUN_ARGUMENTS, args[2:], kwargs, _TUN_KEYWORDS)
-    size = number(
-        where,
-        "maxPacketSize",
-        values.get("maxPacketSize", str(DEFAULT_MAX_TUNNEL_PACKET_SIZE)),
-        1,
-        1 << 20,
-    )
-    options = helperOptions(where, values)
-    return checked(
-        where,
-        lambda: ProcketTunnelEndpoint(
-            reactor,
-            mode,
-            values.get("name") or None,
-            values.get("address"),
-            flag(where, "up", values.get("up")),
-            size,
-            **options,
-        ),
-    )
+    return parseWith(_parseTunnel, where, (reactor, where, mode), args[2:], kwargs)
