@@ -58,11 +58,16 @@ class Ticker:
 
     def lateness_ms(self, start: float, end: float) -> List[float]:
         """Lateness (ms) of every run in the window from START to END."""
-        found = []
-        for previous, current in zip(self.times, self.times[1:]):
-            if start < current <= end:
-                found.append(max(0.0, (current - previous - INTERVAL) * 1000))
-        return found
+        return lateness_ms(self.times, start, end)
+
+
+def lateness_ms(times: List[float], start: float, end: float) -> List[float]:
+    """Lateness (ms) of every tick at TIMES (a 1 ms timer's) in the window from START to END."""
+    found = []
+    for previous, current in zip(times, times[1:]):
+        if start < current <= end:
+            found.append(max(0.0, (current - previous - INTERVAL) * 1000))
+    return found
 
 
 def sleep(reactor: Any, seconds: float) -> Any:

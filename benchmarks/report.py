@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 LABELS = {
     "listen": "procket_twisted.listen, setuid helper (blocking API)",
@@ -71,6 +71,9 @@ SCENARIOS = {
     "concurrent": "100 endpoint listens started at once",
     "batch": "acquireEndpoints of 100 (one helper run)",
     "native": "100 listenTCP in one turn, no helper (context)",
+    "aio_sequential": "100 aio.listen, one after another",
+    "aio_concurrent": "100 aio.listen started at once (gather)",
+    "aio_batch": "aio.listen_many of 100 (one helper run)",
 }
 #: The scenarios of (c) that are only context, without a target.
 CONTEXT_SCENARIOS = ("idle", "native")
@@ -155,15 +158,14 @@ def judge(results: Dict[str, Any]) -> List[Target]:
             f"<= {BATCH_LIMIT}",
             batch["ratio"] <= BATCH_LIMIT,
         )
-    if "c" in results:
-        for name, row in results["c"]["scenarios"].items():
+    for timer, stall in _stalls(results):
+        for name, row in stall["scenarios"].items():
             if name in CONTEXT_SCENARIOS:
                 continue
             worst, idle = row["median_run_worst_ms"], row["idle_median_run_worst_ms"]
             add(
                 "c",
-                f"worst 1 ms LoopingCall lateness (ms), median of {row['runs']} runs: "
-                + SCENARIOS[name],
+                f"worst {timer} lateness (ms), median of {row['runs']} runs: " + SCENARIOS[name],
                 worst,
                 f"<= idle {idle:.2f} + {STALL_MARGIN_MS:g} ms",
                 worst <= idle + STALL_MARGIN_MS,
@@ -366,14 +368,24 @@ def _batch_section(results: Dict[str, Any], markdown: bool) -> str:
     )
 
 
-def _stall_section(results: Dict[str, Any], markdown: bool) -> str:
-    c = results["c"]
+def _stalls(results: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    """(c)'s measurements: (the timer, its results) for the reactor and each asyncio loop."""
+    found = [("1 ms LoopingCall", results["c"])] if "c" in results else []
+    for loop, stall in results.get("c_aio", {}).get("loops", {}).items():
+        found.append((f"1 ms timer ({loop} loop)", stall))
+    return found
+
+
+def _stall_section(
+    results: Dict[str, Any], markdown: bool, timer: str, c: Dict[str, Any], where: str
+) -> str:
     rows = [["while", "worst of a run, median ms", "idle after it, same", "worst ms", "p99 ms",
              "median ms", "ticks", "took ms"]]  # fmt: skip
+    idle = SCENARIOS["idle"] if where == "real reactor" else "idle loop, the windows after each run"
     for name, row in [("idle", c["idle"])] + list(c["scenarios"].items()):
         rows.append(
             [
-                SCENARIOS[name],
+                idle if name == "idle" else SCENARIOS[name],
                 _number(row["median_run_worst_ms"], 2),
                 _number(row.get("idle_median_run_worst_ms", "-"), 2),
                 _number(row["worst_ms"], 2),
@@ -385,7 +397,7 @@ def _stall_section(results: Dict[str, Any], markdown: bool) -> str:
         )
     return (
         _heading(markdown)(
-            "(c) lateness of a 1 ms LoopingCall (gap beyond 1 ms), real reactor, "
+            f"(c) lateness of a {timer} (gap beyond 1 ms), {where}, "
             f"as {results['user']}; each run followed by an idle window of its length; CPU busy "
             f"{c.get('cpu_busy_percent', float('nan')):.0f}%"
         )
@@ -405,7 +417,16 @@ def sections(results: Dict[str, Any], markdown: bool) -> List[str]:
     if "b" in results:
         out.append(_batch_section(results, markdown))
     if "c" in results:
-        out.append(_stall_section(results, markdown))
+        out.append(
+            _stall_section(results, markdown, "1 ms LoopingCall", results["c"], "real reactor")
+        )
+    for loop, stall in results.get("c_aio", {}).get("loops", {}).items():
+        busy = dict(stall, cpu_busy_percent=results["c_aio"].get("cpu_busy_percent", float("nan")))
+        out.append(
+            _stall_section(
+                results, markdown, "1 ms timer", busy, f"{loop}'s loop, procket_twisted.aio"
+            )
+        )
     if "d" in results:
         d = results["d"]
         rows = [["server", "median requests/s", "per round"]]

@@ -377,17 +377,17 @@ def main() -> int:
             )
         if "c" in only:
             print("== (c) reactor responsiveness", flush=True)
-            results["c"] = runner.run(
-                "reactor_stall.py",
-                [
-                    "--helper",
-                    arguments.helper,
-                    "--ports",
-                    ",".join(map(str, ports["stall"])),
-                    "--repeat",
-                    str(size["stall_repeat"]),
-                ],
-            )
+            stall_options = [
+                "--helper",
+                arguments.helper,
+                "--ports",
+                ",".join(map(str, ports["stall"])),
+                "--repeat",
+                str(size["stall_repeat"]),
+            ]
+            results["c"] = runner.run("reactor_stall.py", stall_options)
+            print("== (c) on asyncio: the event loop's responsiveness (procket_twisted.aio)")
+            results["c_aio"] = runner.run("aio_stall.py", stall_options)
         if "d" in only:
             print("== (d) data path: twistd web, adopted port against listenTCP", flush=True)
             group = pwd.getpwnam(arguments.user).pw_gid

@@ -33,6 +33,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple, T
 from twisted.trial.unittest import SynchronousTestCase
 
 import procket_twisted
+import procket_twisted._client.aio
 import procket_twisted._client.exchange
 import procket_twisted.aio
 from procket_twisted import (
@@ -43,6 +44,7 @@ from procket_twisted import (
     SocketRequest,
     aio,
 )
+from procket_twisted._client.pacing import MAX_RUNNING
 
 from .fake_helper_support import FAKE, log_fake_helper_runs, reset_fake_helper, set_fake_helper_mode
 from .support import (
@@ -568,9 +570,8 @@ class AioTests(SynchronousTestCase):
 
     def test_concurrent_acquisitions(self) -> None:
         """
-        Eight listens awaited together all succeed, each on its own port from its own helper run
-        (the runs overlap: nothing waits for another); a ninth, cancelled before it started, runs
-        no helper; nothing is left afterwards.
+        Eight listens awaited together all succeed, each on its own port from its own helper run;
+        a ninth, cancelled before it started, runs no helper; nothing is left afterwards.
         """
         runs = log_fake_helper_runs(self)
 
@@ -594,6 +595,40 @@ class AioTests(SynchronousTestCase):
 
         self.run_async(main)
         self.assertEqual(len(runs()), 8)
+
+    def test_helpers_are_started_one_per_turn_a_few_at_a_time(self) -> None:
+        """
+        Twelve listens started at once start their helpers as the reactor's driver does: never
+        two in one turn of the loop, never more than MAX_RUNNING holding a place at once, so a
+        timer on the loop keeps running between them; all twelve succeed.
+        """
+        starts: List[Tuple[int, int]] = []
+        real_start = procket_twisted._client.aio.start_helper
+        turns = [0]
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+
+            def count_turns() -> None:
+                turns[0] += 1
+                loop.call_soon(count_turns)
+
+            def start_helper(*args: Any) -> int:
+                starts.append((turns[0], procket_twisted._client.aio._pacer(loop).running))
+                return real_start(*args)
+
+            self.patch(procket_twisted._client.aio, "start_helper", start_helper)
+            count_turns()
+            sockets = await asyncio.gather(
+                *(aio.listen(0, ip="127.0.0.1", progname=FAKE, direct=False) for _ in range(12))
+            )
+            for sock in sockets:
+                sock.close()
+
+        self.run_async(main)
+        self.assertEqual(len(starts), 12)
+        self.assertEqual(len({turn for turn, _ in starts}), 12, starts)
+        self.assertLessEqual(max(running for _, running in starts), MAX_RUNNING - 1, starts)
 
     def test_tcp_server(self) -> None:
         """

@@ -6,9 +6,10 @@ API and the reactor's driver (L{Exchange}).
 The loop is never blocked: what this process may open itself is opened at once (a bind, as the
 other drivers do, trying a privileged port first where a kernel grant may allow it); the helper,
 when one is needed, is started with C{posix_spawn} (a static helper execs in well under a
-millisecond), and the loop watches its pidfd (C{os.pidfd_open} and C{loop.add_reader}): no
-thread, no SIGCHLD handler, no child watcher, and no C{waitpid} until the pidfd says the helper
-has exited, when it returns at once. Its reply is then read from the channel without blocking.
+millisecond) in a turn of the loop of its own, a few at a time (the pacing the reactor's driver
+uses: L{procket_twisted._client.pacing}), and the loop watches its pidfd (C{os.pidfd_open} and
+C{loop.add_reader}): no thread, no SIGCHLD handler, no child watcher, and no C{waitpid} until
+the pidfd says the helper has exited, when it returns at once. Its reply is then read from the channel without blocking.
 
 A timeout kills the helper (SIGKILL) and fails with L{HelperTimeoutError} once it is reaped;
 cancelling the awaiting task kills it too, and the task ends (with C{CancelledError}) once it is
@@ -32,7 +33,7 @@ import asyncio
 import os
 import signal
 import socket
-import threading
+import weakref
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .api import DEFAULT_TIMEOUT
@@ -40,10 +41,11 @@ from .errors import HelperFailedError, ProcketError
 from .exchange import Exchange, check_batch
 from .kinds import AnyRequest
 from .locate import HelperCommand, Progname
+from .pacing import OnEnd, Pacer
 from .packet import Instruction, PacketRequest
 from .raw import RawRequest
 from .request import IPAddressLike, SocketRequest
-from .spawn import start_helper
+from .spawn import start_helper, stop_helper
 from .standin import installed
 from .tun import TunDevice, TunRequest
 from .wire import Packet, receive_packets
@@ -53,6 +55,7 @@ __all__ = ["listen", "listen_many", "open_raw", "open_packet", "open_tun"]
 #: What the loop learns when the helper has ended: the packets it sent (their fds ours) and its
 #: exit code.
 _Ended = Tuple[List[Packet], int]
+_pacers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer]" = weakref.WeakKeyDictionary()
 
 
 def _cannot(what: str, error: BaseException, step: str = "spawn") -> HelperFailedError:
@@ -85,23 +88,6 @@ async def _wait_uncancellable(waited: "asyncio.Future[Any]") -> bool:
         except asyncio.CancelledError:
             cancelled = True
     return cancelled
-
-
-async def _reap_unwatched(pid: int) -> None:
-    """
-    Kill and reap the helper PID, which the loop could not watch (no pidfd): a thread waits for
-    it, so the loop does not (a killed helper is reaped in a moment, and this waits for that).
-    """
-    if not _kill(pid):
-        # Its own watchdog ends it; a daemon thread reaps it then, as the blocking driver does.
-        threading.Thread(
-            target=os.waitpid, args=(pid, 0), name="procket-reaper", daemon=True
-        ).start()
-        return
-    reaped: asyncio.Future[Any] = asyncio.get_running_loop().run_in_executor(
-        None, os.waitpid, pid, 0
-    )
-    await _wait_uncancellable(reaped)
 
 
 class _HelperRun:
@@ -178,24 +164,26 @@ class _HelperRun:
         return True
 
 
-async def _from_helper(batch: Exchange, progname: Progname) -> List[Any]:
+def _cancel_handle(handle: Any) -> None:
+    handle.cancel()  # any loop's handle (uvloop's are not asyncio.TimerHandle)
+
+
+def _pacer(loop: asyncio.AbstractEventLoop) -> Pacer:
+    """The pacer of LOOP's helper starts (one per loop)."""
+    pacer = _pacers.get(loop)
+    if pacer is None:
+        pacer = _pacers[loop] = Pacer(loop.call_later, _cancel_handle)
+    return pacer
+
+
+def _start_now(
+    loop: asyncio.AbstractEventLoop, batch: Exchange, progname: Progname
+) -> Tuple[HelperCommand, _HelperRun]:
     """
-    Run the helper for what BATCH left to it, watched by the running loop, and return all the
-    sockets in request order.
+    Start the helper for what BATCH left to it, watched by LOOP (the pacer's job, in its turn).
 
     @raise ProcketError: the one typed error (nothing open, no child left).
-    @raise asyncio.CancelledError: when the awaiting task is cancelled (the helper killed and
-        reaped first, nothing open).
     """
-    loop = asyncio.get_running_loop()
-    try:
-        # Let the loop run between the binds tried here and starting the helper: each stretch
-        # of work between its turns stays a fraction of a millisecond.
-        await asyncio.sleep(0)
-    except BaseException:  # cancelled before the helper started: nothing runs
-        batch.abandon()
-        raise
-    command: HelperCommand
     command, argv = batch.helper_command(progname)
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -210,13 +198,50 @@ async def _from_helper(batch: Exchange, progname: Progname) -> List[Any]:
         ours.close()
         raise batch.fail(error) from None
     try:
-        run = _HelperRun(loop, batch, pid, ours)
+        return command, _HelperRun(loop, batch, pid, ours)
     except (OSError, NotImplementedError) as error:
         # No pidfd (EMFILE), or a loop that cannot watch one: the helper must not be left
-        # running or unreaped.
+        # running or unreaped (a SIGKILLed helper is reaped at once).
         ours.close()
-        await _reap_unwatched(pid)
+        stop_helper(pid)
         raise batch.fail(_cannot("watch the helper", error)) from None
+
+
+async def _from_helper(batch: Exchange, progname: Progname) -> List[Any]:
+    """
+    Run the helper for what BATCH left to it, started in its turn by the loop's pacer (at most
+    one start per turn of the loop, a few helpers at a time: L{procket_twisted._client.pacing})
+    and watched by the loop, and return all the sockets in request order.
+
+    @raise ProcketError: the one typed error (nothing open, no child left).
+    @raise asyncio.CancelledError: when the awaiting task is cancelled (the helper killed and
+        reaped first, nothing open).
+    """
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[Tuple[HelperCommand, _HelperRun]] = loop.create_future()
+
+    def job() -> Optional[OnEnd]:
+        if started.cancelled():  # the task was cancelled while it waited: nothing runs
+            return None
+        try:
+            command_and_run = _start_now(loop, batch, progname)
+        except ProcketError as error:
+            started.set_exception(error)
+            return None
+        started.set_result(command_and_run)
+        ended = command_and_run[1].ended
+        return lambda release: ended.add_done_callback(lambda _: release())
+
+    _pacer(loop).start(job)
+    try:
+        command, run = await started
+    except BaseException:  # cancelled, or the start failed (then nothing runs)
+        batch.abandon()
+        if started.done() and not started.cancelled() and started.exception() is None:
+            running = started.result()[1]  # cancelled just after the start
+            if running.abandon():
+                await _wait_uncancellable(running.ended)
+        raise
     try:
         await asyncio.wait({run.ended}, timeout=batch.timeout)
     except BaseException:  # the awaiting task was cancelled (all that asyncio.wait raises)

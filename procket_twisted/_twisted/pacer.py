@@ -1,87 +1,66 @@
 """
-When the Twisted layer starts its helpers: at most one per reactor turn, and only a few at a time.
-
-Starting a helper blocks the reactor until the child has executed it (C{posix_spawn} returns only
-then), and that wait grows when every CPU is busy: the new child waits for one, about a
-millisecond on Linux. A hundred endpoint listens started together would otherwise start a hundred
-helpers within a few turns, and they would compete with the reactor, and with each other's starts,
-for the CPUs (benchmarks/README.md, measurement (c), has the numbers).
-
-A helper that is still running after L{SLOW_HELPER} seconds (it normally takes well under a
-millisecond; through C{sudo}, about seven) gives up its place, so that one stuck helper does not
-hold up the others for its whole timeout.
+When the Twisted layer starts its helpers: the shared pacing (L{procket_twisted._client.pacing}:
+at most one start per reactor turn, only a few helpers at a time, a slow helper's place given
+back), on a reactor's clock, for jobs whose helper's end is a Deferred.
 """
 
 from __future__ import annotations
 
-import collections
-import os
 import weakref
-from typing import Any, Callable, Deque, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer
 
-__all__ = ["MAX_RUNNING", "SLOW_HELPER", "SpawnPacer", "pacerFor"]
+from .._client.pacing import MAX_RUNNING, SLOW_HELPER, OnEnd, Pacer
 
-#: How many helpers one reactor runs at a time: half the CPUs this process may use, at least one.
-MAX_RUNNING = max(1, len(os.sched_getaffinity(0)) // 2)
-#: Seconds after which a running helper no longer counts against `MAX_RUNNING`.
-SLOW_HELPER = 0.05
+__all__ = ["MAX_RUNNING", "SLOW_HELPER", "SpawnPacer", "pacerFor"]
 
 #: A job: starts a helper and returns a Deferred that fires when the helper has ended, or returns
 #: None when it started none (cancelled meanwhile, or the start failed).
 Spawn = Callable[[], "Optional[defer.Deferred[Any]]"]
 
 
+def _cancelPending(call: Any) -> None:
+    if call.active():
+        call.cancel()
+
+
 class SpawnPacer:
-    """The queue of helper starts for one reactor (C{IReactorTime})."""
+    """
+    The queue of helper starts for one reactor (C{IReactorTime}).
+
+    @ivar running: how many helpers hold a place now.
+    """
 
     def __init__(self, reactor: Any, limit: int = MAX_RUNNING) -> None:
-        self._reactor = reactor
-        self._limit = limit
-        self._waiting: Deque[Spawn] = collections.deque()
-        self._scheduled = False
-        self.running = 0
+        self._pacer = Pacer(reactor.callLater, _cancelPending, limit)
+
+    @property
+    def running(self) -> int:
+        """How many helpers hold a place now."""
+        return self._pacer.running
 
     def start(self, spawn: Spawn) -> None:
-        """Run SPAWN in a coming reactor turn, after the jobs queued before it, once a place is free."""
-        self._waiting.append(spawn)
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if self._waiting and not self._scheduled and self.running < self._limit:
-            self._scheduled = True
-            self._reactor.callLater(0, self._next)
-
-    def _next(self) -> None:
-        self._scheduled = False
-        try:
-            ended = self._waiting.popleft()()
-            if ended is not None:
-                ended.addBoth(self._occupy())
-        finally:
-            self._schedule()
-
-    def _occupy(self) -> Callable[[Any], Any]:
         """
-        Take a place; return the callback that gives it back (once: whichever comes first, the
-        helper's end or L{SLOW_HELPER} seconds) and passes its result on.
+        Run SPAWN in a coming reactor turn, after the jobs queued before it, once a place is
+        free.
         """
-        self.running += 1
-        held = True
 
-        def release(result: Any = None) -> Any:
-            nonlocal held
-            if held:
-                held = False
-                if timer.active():
-                    timer.cancel()
-                self.running -= 1
-                self._schedule()
-            return result
+        def job() -> Optional[OnEnd]:
+            ended = spawn()
+            if ended is None:
+                return None
 
-        timer = self._reactor.callLater(SLOW_HELPER, release)
-        return release
+            def onEnd(release: Callable[[], None]) -> None:
+                def released(result: Any) -> Any:
+                    release()
+                    return result
+
+                ended.addBoth(released)
+
+            return onEnd
+
+        self._pacer.start(job)
 
 
 _pacers: "weakref.WeakKeyDictionary[Any, SpawnPacer]" = weakref.WeakKeyDictionary()
