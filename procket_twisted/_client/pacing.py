@@ -5,9 +5,8 @@ The reactor's driver (C{_twisted/pacer.py}) and asyncio's (L{procket_twisted.aio
 Starting a helper blocks the loop until the child has executed it (C{posix_spawn} returns only
 then), and that wait grows when every CPU is busy: the new child waits for one, about a
 millisecond on Linux. A hundred listens started together would otherwise start a hundred helpers
-in one turn (35-40 ms of a stalled loop, measured on asyncio before this existed), and they would
-compete with the loop, and with each other's starts, for the CPUs (benchmarks/README.md,
-measurement (c), has the numbers).
+in one turn, and they would compete with the loop, and with each other's starts, for the CPUs
+(benchmarks/README.md, measurement (c), has the numbers).
 
 A helper that is still running after L{SLOW_HELPER} seconds (it normally takes well under a
 millisecond; through C{sudo}, about seven) gives up its place, so that one stuck helper does not
