@@ -225,7 +225,9 @@ async def _from_helper(batch: Exchange, progname: Progname) -> List[Any]:
             return None
         try:
             command_and_run = _start_now(loop, batch, progname)
-        except ProcketError as error:
+        except Exception as error:  # the typed error; anything else must not leave it waiting
+            if not isinstance(error, ProcketError):
+                batch.abandon()
             started.set_exception(error)
             return None
         started.set_result(command_and_run)
