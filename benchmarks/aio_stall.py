@@ -20,13 +20,12 @@ follows, in which the loop runs nothing but the timer. Prints one JSON line: per
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from typing import Any, Callable, Coroutine, Dict, List, Tuple
 
-from common import emit, median
-from reactor_stall import HOST, INTERVAL, lateness_ms, run_statistics
+from common import emit
+from reactor_stall import HOST, INTERVAL, lateness_ms, stall_arguments, stall_result
 
 
 class LoopTicker:
@@ -105,33 +104,15 @@ def measure_loop(
                 runs[name].append(this_run)
                 idles[name].append(idle)
         ticker.stop()
-        every_idle = [window for name in scenarios for window in idles[name]]
-        samples = {name: sum(windows, []) for name, windows in runs.items()}
-        samples["idle"] = sum(every_idle, [])
-        return {
-            "idle": run_statistics(every_idle),
-            "scenarios": {
-                name: dict(
-                    run_statistics(runs[name]),
-                    duration_ms=median(durations[name]),
-                    idle_median_run_worst_ms=run_statistics(idles[name])["median_run_worst_ms"],
-                )
-                for name in scenarios
-            },
-            "samples_ms": samples,
-        }
+        return stall_result(runs, idles, durations)
 
     return loop.run_until_complete(run())
 
 
 def main() -> None:
     """Measure on each loop, print the JSON result."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--helper", required=True)
-    parser.add_argument("--ports", required=True, help="100 comma-separated free ports")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario")
-    arguments = parser.parse_args()
-    ports = [int(port) for port in arguments.ports.split(",")]
+    arguments = stall_arguments(__doc__)
+    ports = arguments.ports
     makers: Dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
     try:
         import uvloop

@@ -104,14 +104,47 @@ async def idle_window(reactor: Any, ticker: Ticker, seconds: float) -> List[floa
     return ticker.lateness_ms(start, time.monotonic())
 
 
-def main() -> None:
-    """Measure, print the JSON result."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def stall_arguments(description: str) -> argparse.Namespace:
+    """The command line of a (c) script: `--helper`, `--ports` (a list of ints), `--repeat`."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--helper", required=True)
     parser.add_argument("--ports", required=True, help="100 comma-separated free ports")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario")
     arguments = parser.parse_args()
-    ports = [int(port) for port in arguments.ports.split(",")]
+    arguments.ports = [int(port) for port in arguments.ports.split(",")]
+    return arguments
+
+
+def stall_result(
+    runs: Dict[str, List[List[float]]],
+    idles: Dict[str, List[List[float]]],
+    durations: Dict[str, List[float]],
+) -> Dict[str, Any]:
+    """
+    What a (c) script reports from each scenario's RUNS, the IDLES windows after them and the
+    DURATIONS of its runs: the idle windows pooled, each scenario's statistics, every sample.
+    """
+    every_idle = [window for windows in idles.values() for window in windows]
+    samples = {name: sum(windows, []) for name, windows in runs.items()}
+    samples["idle"] = sum(every_idle, [])
+    return {
+        "idle": run_statistics(every_idle),
+        "scenarios": {
+            name: dict(
+                run_statistics(runs[name]),
+                duration_ms=median(durations[name]),
+                idle_median_run_worst_ms=run_statistics(idles[name])["median_run_worst_ms"],
+            )
+            for name in runs
+        },
+        "samples_ms": samples,
+    }
+
+
+def main() -> None:
+    """Measure, print the JSON result."""
+    arguments = stall_arguments(__doc__)
+    ports = arguments.ports
 
     from twisted.internet import defer, task
     from twisted.internet.protocol import Factory, Protocol
@@ -183,19 +216,7 @@ def main() -> None:
                 runs[name].append(this_run)
                 idles[name].append(idle)
         ticker.stop()
-        every_idle = [window for name in scenarios for window in idles[name]]
-        result["idle"] = run_statistics(every_idle)
-        result["scenarios"] = {
-            name: dict(
-                run_statistics(runs[name]),
-                duration_ms=median(durations[name]),
-                idle_median_run_worst_ms=run_statistics(idles[name])["median_run_worst_ms"],
-            )
-            for name in scenarios
-        }
-        result["samples_ms"] = {name: sum(windows, []) for name, windows in runs.items()}
-        result["samples_ms"]["idle"] = sum(every_idle, [])
-        emit(result)
+        emit(dict(result, **stall_result(runs, idles, durations)))
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
