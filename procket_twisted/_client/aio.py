@@ -9,7 +9,8 @@ when one is needed, is started with C{posix_spawn} (a static helper execs in wel
 millisecond) in a turn of the loop of its own, a few at a time (the pacing the reactor's driver
 uses: L{procket_twisted._client.pacing}), and the loop watches its pidfd (C{os.pidfd_open} and
 C{loop.add_reader}): no thread, no SIGCHLD handler, no child watcher, and no C{waitpid} until
-the pidfd says the helper has exited, when it returns at once. Its reply is then read from the channel without blocking.
+the pidfd says the helper has exited, when it returns at once. Its reply is then read from the
+channel without blocking.
 
 A timeout kills the helper (SIGKILL) and fails with L{HelperTimeoutError} once it is reaped;
 cancelling the awaiting task kills it too, and the task ends (with C{CancelledError}) once it is

@@ -17,6 +17,7 @@ from .request import (
     DEFAULT_BACKLOG,
     KERNEL_IDENTITY,
     MAX_BACKLOG,
+    MAX_PORT,
     PROTOCOLS,
     IPAddressLike,
     OpenInetError,
@@ -140,6 +141,7 @@ def listen(
         and v6only is None
         and not STAND_INS
         and type(port) is int
+        and 0 <= port <= MAX_PORT
         and type(timeout) is float
         and 0.0 < timeout <= MAX_TIMEOUT
         and (ip is None or type(ip) is str)
@@ -164,7 +166,7 @@ def listen(
                 return open_inet(
                     identity, (address, port), DEFAULT_BACKLOG if backlog is None else backlog
                 )
-            except (OSError, OverflowError, OpenInetError):  # OverflowError: port > MAX_PORT
+            except (OSError, OpenInetError):  # OSError: not a dotted quad
                 pass
     request = SocketRequest(port, protocol, ip, backlog, v6only, **options)
     sock: socket.socket = listen_many([request], progname=progname, timeout=timeout, direct=direct)[

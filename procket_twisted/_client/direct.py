@@ -28,12 +28,7 @@ __all__ = [
     "can_open_directly",
     "worth_trying_directly",
     "open_directly",
-    "DENIED",
 ]
-
-#: The errnos of a direct attempt that lacked privilege after all (EPERM, EACCES): then the helper
-#: is asked.
-DENIED = (1, 13)
 
 #: The kinds a kernel grant can let bind a privileged port (the bind hooks see TCP and UDP).
 _GRANTABLE_KINDS = ("tcp", "udp")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
-from .direct import DENIED, open_directly, worth_trying_directly
+from .direct import open_directly, worth_trying_directly
 from .errors import HelperTimeoutError, ProcketError, SocketError
 from .failures import helper_timeout
 from .kinds import AnyRequest
@@ -32,6 +32,7 @@ __all__ = ["Exchange", "check_batch", "check_timeout", "close_sockets", "MAX_TIM
 
 #: The longest timeout accepted: a day (poll() and the clocks have limits; no helper needs more).
 MAX_TIMEOUT = 86400.0
+_DENIED = (1, 13)  # EPERM, EACCES: the direct attempt lacked privilege after all
 _KINDS = (SocketRequest, RawRequest, PacketRequest, TunRequest)
 
 
@@ -109,7 +110,7 @@ class Exchange:
                 try:
                     self._opened[position] = open_directly(request, position + 1)
                 except SocketError as error:
-                    if error.errno not in DENIED:
+                    if error.errno not in _DENIED:
                         raise
                     self._refused_here = True
                     self.privileged.append(position)
