@@ -21,6 +21,10 @@ from ._client.policy_check import PolicyDecision, policy_decisions
 from ._client.raw import RawRequest
 from ._client.request import SocketRequest
 from ._client.tun import TunDevice, TunRequest
+from ._client.version import VERSION
+
+#: The installed version (the distribution's, which setup.cfg reads from the same constant).
+__version__ = VERSION
 
 __all__ = [
     "listen",
@@ -50,12 +54,3 @@ __all__ = [
     "SocketError",
     "HelperFailedError",
 ]
-
-
-def __getattr__(name: str) -> str:
-    """C{__version__}, the installed version, read from the distribution's metadata when asked."""
-    if name == "__version__":
-        from ._client.version import package_version
-
-        return package_version()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

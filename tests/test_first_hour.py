@@ -42,6 +42,13 @@ class VersionAndReferenceTests(SynchronousTestCase):
         with self.assertRaises(AttributeError):
             procket_twisted.no_such_name  # noqa: B018
 
+    def test_package_has_no_module_getattr(self) -> None:
+        """
+        procket_twisted defines no module C{__getattr__}: one keeps Python from specializing any
+        attribute lookup on the package, C{procket_twisted.listen} included (_client/version.py).
+        """
+        self.assertNotIn("__getattr__", vars(procket_twisted))
+
     def test_policy_reference_is_installed(self) -> None:
         """procket-twisted policy prints the reference the package installs."""
         printed = subprocess.run(cli_command() + ["policy"], capture_output=True, text=True)

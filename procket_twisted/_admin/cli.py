@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from .._client.api import DEFAULT_TIMEOUT
 from .._client.request import MAX_PORT
-from .._client.version import package_version
+from .._client.version import VERSION
 from .activation import run
 from .doctor import doctor
 from .install import DEFAULT_PREFIX, MODES, InstallError, install_helper
@@ -37,9 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="procket-twisted",
         description="Privileged sockets for unprivileged programs, from a tiny setuid helper.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"procket-twisted {package_version()}"
-    )
+    parser.add_argument("--version", action="version", version=f"procket-twisted {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     install = commands.add_parser(
         "install-helper",

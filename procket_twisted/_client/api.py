@@ -18,7 +18,6 @@ from .request import (
     KERNEL_IDENTITY,
     MAX_BACKLOG,
     MAX_PORT,
-    PROTOCOLS,
     IPAddressLike,
     OpenInetError,
     SocketRequest,
@@ -40,8 +39,8 @@ __all__ = [
     "MAX_TIMEOUT",
 ]
 
-#: The socket of listen's short way, by protocol: IPv4 only.
-_IPV4_IDENTITY = {protocol: KERNEL_IDENTITY[protocol, 4] for protocol in PROTOCOLS}
+#: The sockets of listen's short way: IPv4 only.
+_TCP4, _UDP4 = KERNEL_IDENTITY["tcp", 4], KERNEL_IDENTITY["udp", 4]
 _inet_pton, _AF_INET = socket.inet_pton, socket.AF_INET
 
 #: Seconds to wait for the helper. It answers in well under a millisecond; sudo may take longer.
@@ -136,31 +135,33 @@ def listen(
     @raise HelperFailedError: the helper failed in another way (bad reply, crash).
     """
     if (
-        direct
-        and not options
-        and v6only is None
-        and not STAND_INS
-        and type(port) is int
-        and 0 <= port <= MAX_PORT
-        and type(timeout) is float
-        and 0.0 < timeout <= MAX_TIMEOUT
-        and (ip is None or type(ip) is str)
+        type(port) is int
         and type(protocol) is str
+        and (ip is None or type(ip) is str)
         and (
             backlog is None
             or (type(backlog) is int and 0 <= backlog <= MAX_BACKLOG and protocol == "tcp")
         )
+        and (
+            timeout is DEFAULT_TIMEOUT or (type(timeout) is float and 0.0 < timeout <= MAX_TIMEOUT)
+        )
+        and direct
+        and v6only is None
+        and not options
+        and not STAND_INS
+        and 0 <= port <= MAX_PORT
     ):
         # The short way, for the most common call: a TCP or UDP socket on an IPv4 address with
         # no socket option, opened here at once (a port anyone may bind, root, or a kernel
         # grant). It is what the whole way below would do first (a request with no option needs
         # at most CAP_NET_BIND_SERVICE, so the batch tries it here), with no request made and
-        # nothing checked twice; inline, as every call and every kind of step costs when a
-        # listen runs cold (benchmarks/README.md, (a)). Whatever is unusual or fails takes the
-        # whole way, which explains it, or asks the helper after one more refused bind.
-        identity = _IPV4_IDENTITY.get(protocol)
-        address = "0.0.0.0" if ip is None else ip
+        # nothing checked twice; inline, and with the cheapest test of each argument, as every
+        # call and every kind of step costs when a listen runs cold (benchmarks/README.md, (a)).
+        # Whatever is unusual or fails takes the whole way, which explains it, or asks the
+        # helper after one more refused bind.
+        identity = _TCP4 if protocol == "tcp" else _UDP4 if protocol == "udp" else None
         if identity is not None:
+            address = "0.0.0.0" if ip is None else ip
             try:
                 _inet_pton(_AF_INET, address)  # strictly a dotted quad: no name is resolved
                 return open_inet(
