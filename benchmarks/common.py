@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import random
 import socket
 import statistics
 import sys
@@ -123,12 +124,16 @@ def cgroup_v2() -> str:
 
 def interleaved_order(names: Sequence[str], round_number: int) -> List[str]:
     """
-    The order to run NAMES in, in round ROUND_NUMBER: rotated by one each round and reversed every
-    other round, so that no variant always runs first, last, or after the same neighbour.
+    The order to run NAMES in, in round ROUND_NUMBER: a random order, drawn afresh each round from
+    a generator seeded with the round number (so a run is reproducible), so that every variant
+    runs first, last and right after every other variant equally often on the average. (A
+    rotation does not do that: in a rotated list a variant only ever follows its two list
+    neighbours, which gave (a)'s rows very different neighbours: one always came after a process
+    spawn, another never.)
     """
-    shift = round_number % len(names)
-    rotated = list(names[shift:]) + list(names[:shift])
-    return rotated[::-1] if round_number % 2 else rotated
+    order = list(names)
+    random.Random(round_number).shuffle(order)
+    return order
 
 
 def time_call(function: Callable[[], Any]) -> int:

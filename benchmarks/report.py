@@ -57,8 +57,13 @@ ORDER = [
     "floor_musl",
 ]
 BREAKDOWN_ORDER = ["setuid_floor", "raw_helper"]
-#: The rows of (a) timed by the root peer, at their places in the user's rotation.
-ROOT_ROWS = ("in_process", "root_listen")
+#: The rows of (a) timed by a peer, at their places in the worker's order, and their marks.
+PEER_MARKS = {
+    "in_process": " (*)",
+    "root_listen": " (*)",
+    "kernel_grant": " (+)",
+    "grant_in_process": " (+)",
+}
 #: The kernel-grant table of (a): its row, root's own bind (the yardstick), the helper.
 GRANT_ROWS = ("kernel_grant", "grant_in_process", "in_process", "root_listen", "listen")
 GRANT_LIMIT_ROOT = 1.2
@@ -282,7 +287,7 @@ def _spawn_table(results: Dict[str, Any]) -> List[List[str]]:
         row = source[name]
         rows.append(
             _row(
-                LABELS[name] + (" (*)" if name in ROOT_ROWS else ""),
+                LABELS[name] + PEER_MARKS.get(name, ""),
                 row,
                 _ratio(row["median_ms"], source["true"]["median_ms"]),
                 _ratio(row["median_ms"], source["floor"]["median_ms"]),
@@ -300,7 +305,7 @@ def _grant_table(results: Dict[str, Any]) -> List[List[str]]:
             continue
         rows.append(
             _row(
-                LABELS[name] + (" (*)" if name in ROOT_ROWS else ""),
+                LABELS[name] + PEER_MARKS.get(name, ""),
                 results["a"]["variants"][name],
                 _ratio(medians[name], medians["in_process"]),
                 _ratio(medians[name], medians["listen"]),
@@ -313,16 +318,17 @@ def _spawn_sections(results: Dict[str, Any], markdown: bool) -> List[str]:
     heading = _heading(markdown)
     gap = "\n\n" if markdown else "\n  "
     note = (
-        "(*) timed by a root process (the root peer) when the user's process asks, at its place "
-        "in that process's rotation; every other row in one process as the unprivileged user, "
-        "interleaved; both processes in the child cgroup that holds the kernel grant"
+        "(*) timed by a process as root (the root peer), (+) by a process as the user (the user "
+        "peer), each when the worker asks, at its place in the worker's order; every other row "
+        "by the worker, as the user; all interleaved in a fresh random order each round, all "
+        "three processes in the child cgroup that holds the kernel grant"
     )
     medians = grant_medians(results)
     grant_note = (
         f"target: the kernel-grant row at most {GRANT_LIMIT_ROOT} x root's socket+bind+listen and "
         f"at most {GRANT_LIMIT_HELPER} x the helper's listen; procket_twisted.listen's Python "
-        "around the granted bind (kernel grant minus the in-process bind through the grant, same "
-        f"process): {_number(medians['kernel_grant'] - medians['grant_in_process'])} ms"
+        "around the granted bind (kernel grant minus the in-process bind through the grant, both "
+        f"timed by the user peer): {_number(medians['kernel_grant'] - medians['grant_in_process'])} ms"
     )
     return [
         heading(

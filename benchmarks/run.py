@@ -9,7 +9,7 @@ writes ``results.json``, ``results.md`` and ``benchmark.png`` to the output dire
 
 For (a) it applies a kernel grant (`cgroup_grant.KernelGrant`) for the unprivileged user and the
 two grant ports to a child cgroup it creates (CHILD, by default a new one under the cgroup v2
-mount), runs (a)'s worker and its root peer inside that cgroup, and removes the grant, its
+mount), runs (a)'s worker and its two peers inside that cgroup, and removes the grant, its
 directory (DIR) and the cgroup when (a) is over, also when it failed or on SIGTERM.
 
 Every target is a ratio of two things measured in the same run (or a bound on lateness over the
@@ -175,12 +175,16 @@ class Runner:
         self,
         script: str,
         options: List[str],
+        as_user: bool,
         inside: Optional[KernelGrant],
         pass_fds: Tuple[int, ...],
     ) -> "subprocess.Popen[str]":
-        """Start SCRIPT as root (in the cgroup of INSIDE), its output discarded but for errors."""
+        """
+        Start SCRIPT as the user or root (in the cgroup of INSIDE), its output discarded but for
+        errors.
+        """
         return subprocess.Popen(
-            self.command(script, options, False, inside),
+            self.command(script, options, as_user, inside),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -251,9 +255,12 @@ def pick_ports() -> Dict[str, Any]:
 
 
 def spawn_options(
-    arguments: argparse.Namespace, size: Dict[str, Any], ports: Dict[str, Any], peer: int
+    arguments: argparse.Namespace,
+    size: Dict[str, Any],
+    ports: Dict[str, Any],
+    peers: Dict[str, int],
 ) -> List[str]:
-    """The options of (a)'s worker as the unprivileged user (PEER: the root peer's socket)."""
+    """The options of (a)'s worker (PEERS: its ends of the peers' sockets, by option)."""
     return [
         "--helper",
         arguments.helper,
@@ -266,10 +273,7 @@ def spawn_options(
         *(["--musl-noop", arguments.musl_noop] if arguments.musl_noop else []),
         "--ports",
         ",".join(map(str, ports["spawn"])),
-        "--grant-ports",
-        ",".join(map(str, ports["grant"])),
-        "--root-peer",
-        str(peer),
+        *(item for option, descriptor in peers.items() for item in (option, str(descriptor))),
         "--rounds",
         str(size["spawn_rounds"]),
         "--warmup",
@@ -279,7 +283,20 @@ def spawn_options(
     ]
 
 
-def run_with_root_peer(
+def peer_rows(ports: Dict[str, Any]) -> Dict[str, Tuple[bool, str]]:
+    """
+    (a)'s two peers, by the worker's option for its socket: whether it runs as the user, and what
+    it serves (--serve): the user peer the kernel-grant rows on the grant's ports, the root peer
+    root's rows.
+    """
+    grant, root = ports["grant"], ports["root"]
+    return {
+        "--user-peer": (True, f"kernel_grant={grant[0]},grant_in_process={grant[1]}"),
+        "--root-peer": (False, f"in_process={root[0]},root_listen={root[1]}"),
+    }
+
+
+def run_with_peers(
     runner: Runner,
     arguments: argparse.Namespace,
     size: Dict[str, Any],
@@ -287,24 +304,47 @@ def run_with_root_peer(
     grant: KernelGrant,
 ) -> Dict[str, Any]:
     """
-    (a)'s worker as the user and its root peer, both in GRANT's cgroup, connected by a socket
-    pair; the peer exits when the worker's end closes (and is killed if it does not).
+    (a)'s worker as the user and its two peers (the user's and root's), all in GRANT's cgroup,
+    each peer connected to the worker by a socket pair; a peer exits when the worker's end closes
+    (and is killed if it does not).
     """
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with ours:
-        with theirs:
-            peer_options = ["--as-root", "--root-peer", str(theirs.fileno()),
-                            "--ports", ",".join(map(str, ports["root"]))]  # fmt: skip
-            peer = runner.start("spawn_cost.py", peer_options, grant, (theirs.fileno(),))
-        try:
-            options = spawn_options(arguments, size, ports, ours.fileno())
-            user = runner.run("spawn_cost.py", options, inside=grant, pass_fds=(ours.fileno(),))
-        finally:
-            ours.close()  # the peer reads the end of the stream and exits
-            _, errors = stop(peer)
-    if peer.returncode != 0:
-        raise RuntimeError(f"the root peer of (a) failed ({peer.returncode}):\n{errors}")
+    ours: Dict[str, socket.socket] = {}
+    peers: Dict[str, "subprocess.Popen[str]"] = {}
+    try:
+        for option, (as_user, serve) in peer_rows(ports).items():
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            ours[option] = mine
+            with theirs:
+                peer_options = ["--peer", str(theirs.fileno()), "--serve", serve]
+                peers[option] = runner.start(
+                    "spawn_cost.py", peer_options, as_user, grant, (theirs.fileno(),)
+                )
+        descriptors = {option: sock.fileno() for option, sock in ours.items()}
+        options = spawn_options(arguments, size, ports, descriptors)
+        user = runner.run(
+            "spawn_cost.py", options, inside=grant, pass_fds=tuple(descriptors.values())
+        )
+    except RuntimeError as error:  # the worker failed: say why its peers did, too
+        raise RuntimeError(f"{error}\n{_stop_peers(ours, peers)}") from None
+    except BaseException:
+        _stop_peers(ours, peers)
+        raise
+    failures = _stop_peers(ours, peers)
+    if failures:
+        raise RuntimeError(failures)
     return user
+
+
+def _stop_peers(ours: Dict[str, socket.socket], peers: Dict[str, "subprocess.Popen[str]"]) -> str:
+    """Close our ends of the peers' sockets, wait for the peers to exit; how any failed."""
+    for sock in ours.values():
+        sock.close()  # the peer reads the end of the stream and exits
+    failures = []
+    for option, peer in peers.items():
+        _, errors = stop(peer)
+        if peer.returncode != 0:
+            failures.append(f"the peer of (a) for {option} failed ({peer.returncode}):\n{errors}")
+    return "\n".join(failures)
 
 
 def stop(process: "subprocess.Popen[str]", seconds: float = 10) -> Tuple[str, str]:
@@ -321,12 +361,13 @@ def measure_spawn(
 ) -> Dict[str, Any]:
     """
     (a): with a kernel grant for the user at the grant ports, in a child cgroup made for it, the
-    user's worker and its root peer (which times root's rows when the worker asks), both inside
-    that cgroup; the grant and the cgroup are removed when both are done or one failed.
+    user's worker and its two peers (which time the kernel-grant rows and root's rows when the
+    worker asks), all inside that cgroup; the grant and the cgroup are removed when all are done
+    or one failed.
     """
     grant = KernelGrant(runner.uid, ports["grant"], arguments.grant_cgroup, arguments.grant_dir)
     with grant:
-        user = run_with_root_peer(runner, arguments, size, ports, grant)
+        user = run_with_peers(runner, arguments, size, ports, grant)
         expected = "/" + os.path.relpath(str(grant.cgroup), str(cgroup2_mount()))
         if user["cgroup"] != expected:
             raise RuntimeError(f"(a) ran in the cgroup {user['cgroup']}, not {grant.cgroup}")

@@ -1,8 +1,8 @@
 """
 Measurement (a): the cost of one privileged socket, every way of getting it, interleaved.
 
-Run as the unprivileged user (``--as-user``, the default) it times, round-robin in one process with
-a running Twisted reactor, each of:
+The **worker**, run as the unprivileged user, times, interleaved in one process with a running
+Twisted reactor, each of:
 
 - ``listen``: ``procket_twisted.listen(port, ip="127.0.0.1", direct=False)`` through the setuid
   helper (the blocking API);
@@ -17,31 +17,37 @@ a running Twisted reactor, each of:
   a helper built with musl, which skips glibc's start-up CPU detection;
 - two rows that split the helper's cost: ``setuid_floor`` (the do-nothing program built with the
   helper's C library, setuid root) and ``raw_helper`` (the helper run with the least Python
-  possible: ``posix_spawn``, ``waitpid``, one ``recvmsg``);
-- ``kernel_grant`` (with ``--grant-ports``): ``procket_twisted.listen(port, ip="127.0.0.1")``,
-  the default ``direct=True``, in a cgroup whose kernel grant lets this user bind that port
-  (``run.py`` applies it and starts this process inside the cgroup): one plain ``bind()``, no
-  helper. The helper it is given does not exist, so a bind the kernel refused would fail the
-  run instead of quietly timing the helper;
-- ``grant_in_process`` (with ``--grant-ports``): the bare ``socket()``, ``bind()``, ``listen()``
-  in Python on the second granted port, as this user through the grant: what the kernel and its
-  bind hook cost, so that ``kernel_grant`` minus it is the Python of ``procket_twisted.listen``.
+  possible: ``posix_spawn``, ``waitpid``, one ``recvmsg``).
 
-Two more rows are timed by a root process, the **root peer**: this script run as root with
-``--as-root``, started by ``run.py``, which passes each of the two processes one end of a stream
-socket pair (``--root-peer FD``). At its place in this process's rotation, such a variant sends
-the peer one byte and receives the nanoseconds the peer timed itself, which are recorded instead
-of the round trip, so that root's rows share the rounds, the order and the moment of every other
-row:
+Four more rows are timed by two **peers**, this script run with ``--peer FD --serve
+NAME=PORT,...``, which ``run.py`` starts in the same cgroup and connects to the worker by stream
+socket pairs (``--root-peer FD``, ``--user-peer FD``). At its place in the worker's order, such a
+row sends its peer one byte and receives the nanoseconds the peer timed itself (the call only),
+which are recorded instead of the round trip. So these rows share the rounds, the order and the
+moment of every other row, and the rows the kernel-grant target compares are timed alike: each
+in a process that runs nothing but its calls, woken by the worker.
 
-- ``in_process``: ``socket()``, ``bind()``, ``listen()`` in Python as root (the yardstick of
-  ``kernel_grant``);
-- ``root_listen``: ``procket_twisted.listen(port, ip="127.0.0.1")`` as root, which binds in the
-  peer too (no helper, no grant needed).
+- the **user peer**, as the user, in the cgroup whose kernel grant lets this user bind its two
+  ports (``run.py`` applies it and starts every process of (a) inside that cgroup):
 
-Every socket is closed after each call, outside the timed part. The order of the variants rotates
-and reverses every round, so that drift hits them alike. Prints one JSON line, with the cgroup
-(v2) the process ran in; the peer prints nothing and exits when the socket closes.
+  - ``kernel_grant``: ``procket_twisted.listen(port, ip="127.0.0.1")``, the default
+    ``direct=True``: one plain ``bind()``, no helper. The helper it is given does not exist, so
+    a bind the kernel refused would fail the run instead of quietly timing the helper;
+  - ``grant_in_process``: the bare ``socket()``, ``setsockopt(SO_REUSEADDR)``, ``bind()``,
+    ``listen()`` in Python on the second granted port, through the grant: what the kernel and
+    its bind hook cost, so that ``kernel_grant`` minus it is the Python of
+    ``procket_twisted.listen``;
+
+- the **root peer**, as root:
+
+  - ``in_process``: the same bare calls as root (the yardstick of ``kernel_grant``);
+  - ``root_listen``: ``procket_twisted.listen(port, ip="127.0.0.1")`` as root, which binds
+    there too (no helper, no grant needed).
+
+Every socket is closed after each call, outside the timed part. The variants run in a fresh
+random order every round (``common.interleaved_order``), so that drift and the neighbours hit
+them alike. Prints one JSON line, with the cgroup (v2) the process ran in; a peer prints nothing
+and exits when its socket closes.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from common import cgroup_v2, emit, interleaved_order, raw_helper, summarize
 
@@ -70,12 +76,21 @@ ENVIRONMENT = dict(os.environ)
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--root-peer",
+        "--peer",
         type=int,
-        help="a stream socket's descriptor: as the user, the root peer to ask for its rows; as "
-        "root (with --as-root), the user's process to time them for",
+        help="be a peer: time the rows of --serve when the worker asks on this stream socket",
     )
-    parser.add_argument("--as-root", action="store_true", help="be the root peer")
+    parser.add_argument(
+        "--serve", help="as a peer: the rows it times and their ports, NAME=PORT,..."
+    )
+    parser.add_argument(
+        "--root-peer", type=int, help="the root peer's socket (it times in_process, root_listen)"
+    )
+    parser.add_argument(
+        "--user-peer",
+        type=int,
+        help="the user peer's socket (it times kernel_grant, grant_in_process)",
+    )
     parser.add_argument("--helper", help="the setuid helper")
     parser.add_argument("--sudo-helper", help="the helper installed for sudo -n")
     parser.add_argument("--noop", help="the static do-nothing program")
@@ -84,14 +99,7 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--musl-noop", help="the do-nothing program built with musl")
     parser.add_argument(
-        "--ports",
-        required=True,
-        help="comma-separated ports: listen,reactor,sudo,authbind,raw "
-        "(as the user) or in_process,root_listen (as the root peer)",
-    )
-    parser.add_argument(
-        "--grant-ports",
-        help="time kernel_grant,grant_in_process: two ports a kernel grant lets us bind",
+        "--ports", help="the worker's comma-separated ports: listen,reactor,sudo,authbind,raw"
     )
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=20, help="rounds run first and discarded")
@@ -99,11 +107,13 @@ def _arguments() -> argparse.Namespace:
         "--sudo-every", type=int, default=5, help="run the sudo variant every Nth round only"
     )
     arguments = parser.parse_args()
-    if arguments.as_root and arguments.root_peer is None:
-        parser.error("--as-root is the root peer: it needs --root-peer")
+    if arguments.peer is not None:
+        if not arguments.serve:
+            parser.error("a peer (--peer) needs --serve")
+        return arguments
     needed = (arguments.helper, arguments.sudo_helper, arguments.noop, arguments.setuid_noop)
-    if not arguments.as_root and not all(needed):
-        parser.error("as the user: --helper, --sudo-helper, --noop and --setuid-noop are needed")
+    if not all(needed) or not arguments.ports:
+        parser.error("the worker needs --helper, --sudo-helper, --noop, --setuid-noop and --ports")
     return arguments
 
 
@@ -186,36 +196,46 @@ def in_process_variant(port: int) -> Callable[[], socket.socket]:
 
 @dataclass
 class Reported:
-    """A time another process measured (the root peer's), to record instead of our own."""
+    """A time another process measured (a peer's), to record instead of our own."""
 
     nanoseconds: int
 
 
-#: The root peer's variants, by the byte that asks for one.
-PEER_COMMANDS = {"in_process": b"b", "root_listen": b"l"}
+#: The rows a peer times, by name: the byte that asks for one, and what makes its variant.
+PEER_ROWS: Dict[str, Tuple[bytes, Callable[[int], Callable[[], socket.socket]]]] = {
+    "in_process": (b"b", in_process_variant),
+    "root_listen": (b"l", direct_listen_variant),
+    "kernel_grant": (b"k", direct_listen_variant),
+    "grant_in_process": (b"g", in_process_variant),
+}
+#: The rows each peer times: the root peer as root, the user peer as the user, through the grant.
+ROOT_PEER_ROWS = ("in_process", "root_listen")
+USER_PEER_ROWS = ("kernel_grant", "grant_in_process")
 
 
 def peer_variant(channel: socket.socket, name: str) -> Callable[[], Reported]:
-    """Ask the root peer on CHANNEL to time its variant NAME; what it measured."""
-    command = PEER_COMMANDS[name]
+    """Ask the peer on CHANNEL to time its row NAME; what it measured."""
+    command = PEER_ROWS[name][0]
 
     def run() -> Reported:
         channel.sendall(command)
         answer = channel.recv(8, socket.MSG_WAITALL)
         if len(answer) != 8:
-            raise RuntimeError(f"the root peer did not time {name}")
+            raise RuntimeError(f"the peer did not time {name}")
         return Reported(int.from_bytes(answer, "little"))
 
     return run
 
 
-def serve_root_peer(channel: socket.socket, in_process_port: int, listen_port: int) -> None:
-    """As root: time each variant the user's process asks for, until it closes CHANNEL."""
+def serve_peer(channel: socket.socket, ports: Dict[str, int]) -> None:
+    """
+    Time each row the worker asks for on CHANNEL (PORTS: the rows served and the port each
+    binds), until the worker closes it. Only the call is timed; the socket is checked and closed
+    after it.
+    """
     variants = {
-        PEER_COMMANDS["in_process"]: ("in_process", in_process_variant(in_process_port)),
-        PEER_COMMANDS["root_listen"]: ("root_listen", direct_listen_variant(listen_port)),
+        PEER_ROWS[name][0]: (name, PEER_ROWS[name][1](port)) for name, port in ports.items()
     }
-    ports = {"in_process": in_process_port, "root_listen": listen_port}
     while True:
         command = channel.recv(1)
         if not command:
@@ -227,6 +247,17 @@ def serve_root_peer(channel: socket.socket, in_process_port: int, listen_port: i
         check_socket(name, sock, ports[name])
         sock.close()
         channel.sendall(elapsed.to_bytes(8, "little"))
+
+
+def peer_ports(serve: str) -> Dict[str, int]:
+    """--serve's NAME=PORT,...: the rows a peer times and their ports."""
+    ports = {}
+    for item in serve.split(","):
+        name, _, port = item.partition("=")
+        if name not in PEER_ROWS:
+            raise SystemExit(f"--serve: no peer row {name!r} (known: {', '.join(PEER_ROWS)})")
+        ports[name] = int(port)
+    return ports
 
 
 def close_result(result: Any) -> None:
@@ -324,25 +355,20 @@ def unprivileged_variants(arguments: argparse.Namespace, reactor: Any) -> Dict[s
         "authbind": authbind_port,
         "raw_helper": raw_port,
     }
-    if arguments.grant_ports:
-        grant_port, bare_port = (int(port) for port in arguments.grant_ports.split(","))
-        variants["kernel_grant"] = direct_listen_variant(grant_port)
-        variants["grant_in_process"] = in_process_variant(bare_port)
-        ports.update(kernel_grant=grant_port, grant_in_process=bare_port)
-    if arguments.root_peer is not None:
-        channel = socket.socket(fileno=arguments.root_peer)
-        for name in PEER_COMMANDS:
-            variants[name] = peer_variant(channel, name)
+    for descriptor, names in ((arguments.root_peer, ROOT_PEER_ROWS),
+                              (arguments.user_peer, USER_PEER_ROWS)):  # fmt: skip
+        if descriptor is not None:
+            channel = socket.socket(fileno=descriptor)
+            for name in names:
+                variants[name] = peer_variant(channel, name)
     return {"variants": variants, "ports": ports}
 
 
 def main() -> None:
     """Measure, print the JSON result."""
     arguments = _arguments()
-    if arguments.as_root:
-        in_process_port, listen_port = (int(port) for port in arguments.ports.split(","))
-        channel = socket.socket(fileno=arguments.root_peer)
-        serve_root_peer(channel, in_process_port, listen_port)
+    if arguments.peer is not None:
+        serve_peer(socket.socket(fileno=arguments.peer), peer_ports(arguments.serve))
         return
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
