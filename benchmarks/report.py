@@ -13,6 +13,8 @@ import math
 import textwrap
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
+from spawn_cost import ROOT_PEER_ROWS, USER_PEER_ROWS
+
 LABELS = {
     "listen": "procket_twisted.listen, setuid helper (blocking API)",
     "reactor": "acquireSockets, setuid helper (running reactor)",
@@ -58,12 +60,7 @@ ORDER = [
 ]
 BREAKDOWN_ORDER = ["setuid_floor", "raw_helper"]
 #: The rows of (a) timed by a peer, at their places in the worker's order, and their marks.
-PEER_MARKS = {
-    "in_process": " (*)",
-    "root_listen": " (*)",
-    "kernel_grant": " (+)",
-    "grant_in_process": " (+)",
-}
+PEER_MARKS = {**dict.fromkeys(ROOT_PEER_ROWS, " (*)"), **dict.fromkeys(USER_PEER_ROWS, " (+)")}
 #: The kernel-grant table of (a): its row, root's own bind (the yardstick), the helper.
 GRANT_ROWS = ("kernel_grant", "grant_in_process", "in_process", "root_listen", "listen")
 GRANT_LIMIT_ROOT = 1.2

@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from cgroup_grant import KernelGrant, cgroup2_mount
 from common import free_ports
 from report import judge, markdown_report, text_report, write_chart
+from spawn_cost import ROOT_PEER_ROWS, USER_PEER_ROWS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AUTHBIND_BYPORT = "/etc/authbind/byport"
@@ -289,10 +290,13 @@ def peer_rows(ports: Dict[str, Any]) -> Dict[str, Tuple[bool, str]]:
     it serves (--serve): the user peer the kernel-grant rows on the grant's ports, the root peer
     root's rows.
     """
-    grant, root = ports["grant"], ports["root"]
+
+    def serve(names: Tuple[str, ...], numbers: List[int]) -> str:
+        return ",".join(f"{name}={port}" for name, port in zip(names, numbers))
+
     return {
-        "--user-peer": (True, f"kernel_grant={grant[0]},grant_in_process={grant[1]}"),
-        "--root-peer": (False, f"in_process={root[0]},root_listen={root[1]}"),
+        "--user-peer": (True, serve(USER_PEER_ROWS, ports["grant"])),
+        "--root-peer": (False, serve(ROOT_PEER_ROWS, ports["root"])),
     }
 
 
